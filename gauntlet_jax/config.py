@@ -1,0 +1,344 @@
+"""Run configuration: frozen dataclasses loaded from YAML with dotted command-line overrides.
+
+Every knob has exactly one home: a field below with its default. YAML files in `configs/` only
+override defaults; `--set section.key=value` overrides the YAML. Unknown keys are errors that name
+the key and the valid ones, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gauntlet_jax.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """LLaMA-style decoder shapes and the dtype policy (GAUNTLET.md §8.1)."""
+
+    vocab_size: int = 32000
+    d_model: int = 2048
+    n_layers: int = 16
+    n_heads: int = 8
+    n_kv_heads: int = 8
+    d_mlp: int = 8192
+    seq_len: int = 2048
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-6
+    # fp32 master weights; matmuls in compute_dtype.
+    param_dtype: str = "float32"
+    compute_dtype: str = "bfloat16"
+    # Targets equal to pad_id are ignored by the loss. The reference sets pad = EOS, so EOS
+    # targets never count (GAUNTLET.md §3.2); 2 is EOS of the default SentencePiece model.
+    pad_id: int = 2
+    mask_pad_in_loss: bool = True
+    init_std: float = 0.02
+    # Attention kernel: "auto" = cuDNN on GPU, XLA elsewhere; or "xla" / "cudnn".
+    attention_impl: str = "auto"
+    # Rematerialise each block in the backward pass (saves activation memory).
+    remat: bool = False
+
+
+@dataclass(frozen=True)
+class MeshConfig:
+    """Device mesh sizes; -1 fills with the remaining devices (at most one axis may be -1)."""
+
+    data: int = -1
+    fsdp: int = 1
+    tensor: int = 1
+    # Multi-host: call jax.distributed.initialize. "auto" = only when a TPU pod is detected.
+    distributed: str = "auto"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Tokenizer, token shards and the per-(uid, window) page assignment (GAUNTLET.md §4.1)."""
+
+    # SentencePiece model path; empty = tokenizer.model.v1 shipped in the mistral-common wheel.
+    tokenizer: str = ""
+    # Token shards: a directory or bucket URL written by prepare_data; empty = the embedded demo
+    # corpus (public-domain Shakespeare), prepared on first use into cache_dir.
+    shards: str = ""
+    cache_dir: str = "~/.cache/gauntlet_jax"
+    pages_per_window: int = 6
+    docs_per_page: int = 100
+    # Sequences per micro-batch (the reference's batch_size).
+    batch_size: int = 6
+    # Documents held out from every page assignment, for the held-out loss.
+    heldout_docs: int = 64
+    # Root seed of page assignment; public so anyone can recompute any uid's pages.
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Miner inner work per window, and the centralised AdamW baseline."""
+
+    # Upper bound on micro-batches per window (the time budget may stop earlier).
+    max_micro_batches: int = 64
+    # Fraction of the window the miner spends computing gradients before it must upload.
+    compute_fraction: float = 0.6
+    # AdamW baseline (demo training and simulation comparison).
+    adamw_lr: float = 1e-3
+    adamw_weight_decay: float = 0.1
+    adamw_warmup: int = 20
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class CompressConfig:
+    """DeMo compression: chunked DCT + per-chunk top-k (GAUNTLET.md §1.4)."""
+
+    chunk: int = 64
+    topk: int = 32
+    # 8-bit value quantisation as the reference at P (off at P85).
+    quantize: bool = False
+    # Hard cap on a payload's size before anything is read.
+    max_payload_bytes: int = 128 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ProtocolConfig:
+    """The shared outer step, schedule and windows (GAUNTLET.md §1.2, §1.4–§1.6, §8.2)."""
+
+    version: str = "0.1.0"
+    blocks_per_window: int = 7
+    learning_rate: float = 4e-4
+    warmup_steps: int = 250
+    warmup_start_factor: float = 0.1
+    cosine_t0: int = 20000
+    cosine_t_mult: int = 2
+    eta_min_factor: float = 0.1
+    momentum_decay: float = 0.999
+    weight_decay: float = 0.0
+    # Error feedback (subtract what was sent) starts after this many momentum updates.
+    error_feedback_after: int = 0
+    # Per-peer normalisation before merging: "chunk" (per-chunk L2) or "tensor" (whole tensor).
+    normalise: str = "chunk"
+    # Seconds after the window's last block in which an upload counts as on time.
+    put_window_s: float = 10.0
+    gather_peers: int = 15
+    min_peers: int = 5
+    # Gather-set refresh cadence and lag (windows).
+    peer_refresh_windows: int = 5
+    peer_effective_lag: int = 2
+    checkpoint_every: int = 100
+    checkpoint_keep: int = 3
+    # Retention of a node's own old objects (windows).
+    retention_windows: int = 10
+
+
+@dataclass(frozen=True)
+class ValidatorConfig:
+    """The Gauntlet: fast checks, loss deltas, OpenSkill, weights (GAUNTLET.md §2–§5, P85)."""
+
+    offset_windows: int = 2
+    active_windows: int = 5
+    uids_per_window: int = 4
+    num_bins: int = 5
+    sample_rate: float = 0.1
+    eval_lr_factor: float = 0.2
+    # Max candidates scored in one vmap; more are chunked.
+    candidate_chunk: int = 8
+    openskill_beta: float = 7.0
+    openskill_tau: float = 0.1
+    bma_alpha: float = 0.05
+    sync_max_steps: float = 3.0
+    sync_curve_steps: float = 5.0
+    sync_probes: int = 256
+    slash_factor: float = 0.75
+    inactivity_reset_windows: int = 25
+    power: float = 2.0
+    windows_per_weights: int = 50
+    stake_cap: float = 20000.0
+    overlap_check: bool = True
+    overlap_threshold: float = 0.4
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """Where this node's objects live: a local directory or gs://bucket/prefix."""
+
+    bucket: str = "runs/local/buckets/{hotkey}"
+    get_timeout_s: float = 15.0
+    put_timeout_s: float = 60.0
+    retries: int = 5
+    backoff_s: float = 0.5
+    checkpoint_dir: str = "runs/local/checkpoints/{hotkey}"
+
+
+@dataclass(frozen=True)
+class ChainConfig:
+    """The chain endpoint: a local SQLite ledger or a subtensor websocket (GAUNTLET.md §6)."""
+
+    # "sqlite:///path/to/chain.db" (embedded default) or "ws://host:9944" / "wss://...".
+    url: str = "sqlite:///runs/local/chain.db"
+    netuid: int = 1
+    block_time_s: float = 12.0
+    timeout_s: float = 30.0
+    # Secret key source: an env var name holding a URI/mnemonic/seed, or a key file path.
+    key_env: str = "GAUNTLET_HOTKEY_SECRET"
+    key_file: str = ""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Where metrics, logs and state go."""
+
+    out_dir: str = "runs/local"
+    log_every: int = 1
+    tensorboard: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str = "default"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    mesh: MeshConfig = field(default_factory=MeshConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    compress: CompressConfig = field(default_factory=CompressConfig)
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
+    validator: ValidatorConfig = field(default_factory=ValidatorConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    chain: ChainConfig = field(default_factory=ChainConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _coerce(value: Any, typ: Any, where: str) -> Any:
+    """Checks (and widens int → float) a YAML value against a field's declared type."""
+    if dataclasses.is_dataclass(typ):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return _build(typ, value, where)
+    origin = typing.get_origin(typ)
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(typ):
+            try:
+                return _coerce(value, option, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}: {value!r} matches none of {typ}")
+    if typ is type(None):
+        if value is not None:
+            raise ConfigError(f"{where}: expected null, got {value!r}")
+        return None
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item_type, *_) = typing.get_args(typ)
+        return tuple(_coerce(v, item_type, f"{where}[{i}]") for i, v in enumerate(value))
+    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if typ is bool and not isinstance(value, bool):
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if typ in (int, float, str) and (not isinstance(value, typ) or isinstance(value, bool)):
+        raise ConfigError(f"{where}: expected {typ.__name__}, got {value!r}")
+    return value
+
+
+def _build(cls: type, values: Mapping[str, Any], where: str) -> Any:
+    types_ = _field_types(cls)
+    unknown = sorted(set(values) - set(types_))
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(
+            f"unknown config key {prefix}{unknown[0]!s}; valid keys"
+            f"{' of ' + where if where else ''}: {', '.join(sorted(types_))}"
+        )
+    kwargs = {k: _coerce(v, types_[k], f"{where}.{k}" if where else k) for k, v in values.items()}
+    return cls(**kwargs)
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = tree
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {dotted!r}: {part!r} is not a section")
+        node = child
+    node[leaf] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`model.n_layers=4` → ("model.n_layers", 4); the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value")
+    key, raw = text.split("=", 1)
+    return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """A path as given, or a bare name (`tiny`) looked up in configs/."""
+    p = Path(path)
+    if p.exists():
+        return p
+    for candidate in (CONFIG_DIR / p, CONFIG_DIR / f"{p}.yaml"):
+        if candidate.exists():
+            return candidate
+    raise ConfigError(f"config file {str(path)!r} not found (looked in . and {CONFIG_DIR})")
+
+
+def config_from_dict(values: Mapping[str, Any]) -> Config:
+    return _build(Config, values, "")
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
+    """Loads a YAML config (or the defaults) and applies dotted `key=value` overrides."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        resolved = resolve_config_path(path)
+        loaded = yaml.safe_load(resolved.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{resolved}: top level must be a mapping")
+        tree = loaded
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_dotted(tree, key, value)
+    return config_from_dict(tree)
+
+
+def with_overrides(cfg: Config, overrides: Iterable[str]) -> Config:
+    tree = to_dict(cfg)
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_dotted(tree, key, value)
+    return config_from_dict(tree)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def add_config_args(parser: Any) -> None:
+    """Adds the shared `--config` / `--set` flags to an argparse parser."""
+    parser.add_argument("--config", default="local", help="YAML file or name in configs/")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dotted override, e.g. --set model.n_layers=4 (repeatable)",
+    )
+
+
+def config_from_args(args: Any) -> Config:
+    return load_config(args.config, args.overrides)

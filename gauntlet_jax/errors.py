@@ -1,0 +1,67 @@
+"""Typed errors. Every fault that input from outside (a peer, the chain, a bucket, a config) can
+cause has a class here, so callers catch exactly what they can handle and nothing else."""
+
+from __future__ import annotations
+
+
+class GauntletError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class ConfigError(GauntletError):
+    """A config file or override is malformed, mistyped or names an unknown key."""
+
+
+class DataError(GauntletError):
+    """Tokenizer or token shards are missing or malformed."""
+
+
+class PeerFault(GauntletError):
+    """A peer did something the protocol penalises. `uid` names the peer, `fault` the reason."""
+
+    def __init__(self, uid: int | None, fault: str, detail: str = "") -> None:
+        self.uid = uid
+        self.fault = fault
+        self.detail = detail
+        who = f"peer {uid}" if uid is not None else "peer"
+        super().__init__(f"{who}: {fault}" + (f" ({detail})" if detail else ""))
+
+
+class InvalidPayload(PeerFault):
+    """A pseudo-gradient or probe file failed validation (size, shape, dtype, range, NaN …)."""
+
+
+class MissingPayload(PeerFault):
+    """A peer's object for a window does not exist."""
+
+
+class LatePayload(PeerFault):
+    """A peer's object arrived outside the put window (too early or too late)."""
+
+
+class OutOfSync(PeerFault):
+    """A peer's parameters are too many outer steps away from the validator's."""
+
+
+class StorageError(GauntletError):
+    """A bucket operation failed after retries (network, server, permissions)."""
+
+
+class ObjectNotFound(StorageError):
+    """The object does not exist."""
+
+
+class ObjectTooLarge(StorageError):
+    """The object exceeds the caller's byte cap; nothing beyond the cap was downloaded."""
+
+
+class PreconditionFailed(StorageError):
+    """A write-once put lost the race: the object already exists."""
+
+
+class ChainError(GauntletError):
+    """A chain query or extrinsic failed (connection, decoding, or a pallet error)."""
+
+
+class CheckpointError(GauntletError):
+    """A checkpoint could not be saved, found or restored."""

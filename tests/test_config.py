@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import pytest
+
+from gauntlet_jax.config import load_config, with_overrides
+from gauntlet_jax.errors import ConfigError
+
+
+@pytest.mark.parametrize("name", ["tiny", "local", "150m", "1b2"])
+def test_shipped_configs_load(name: str) -> None:
+    cfg = load_config(name)
+    assert cfg.name == name
+
+
+def test_dotted_override_applies_and_widens_int_to_float() -> None:
+    cfg = load_config("tiny", ["model.n_layers=3", "protocol.learning_rate=1"])
+    assert cfg.model.n_layers == 3
+    assert cfg.protocol.learning_rate == 1.0 and isinstance(cfg.protocol.learning_rate, float)
+
+
+def test_unknown_key_names_the_key_and_the_valid_ones() -> None:
+    with pytest.raises(ConfigError, match=r"model\.n_layer\b.*valid keys.*n_layers"):
+        load_config("tiny", ["model.n_layer=3"])
+
+
+def test_unknown_section_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="modle"):
+        load_config(None, ["modle.n_layers=3"])
+
+
+def test_mistyped_value_is_an_error() -> None:
+    with pytest.raises(ConfigError, match=r"model\.n_layers: expected int"):
+        load_config("tiny", ["model.n_layers=three"])
+
+
+def test_missing_file_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_config("no-such-config")
+
+
+def test_with_overrides_keeps_other_values() -> None:
+    cfg = with_overrides(load_config("tiny"), ["validator.power=3"])
+    assert cfg.validator.power == 3.0
+    assert cfg.model.d_model == load_config("tiny").model.d_model
