@@ -157,12 +157,22 @@ class ValidatorConfig:
     sync_curve_steps: float = 5.0
     sync_probes: int = 256
     slash_factor: float = 0.75
+    # Per window while inactive: positive final ×this (the reference's flat 25 % cut).
+    inactivity_factor: float = 0.75
     inactivity_reset_windows: int = 25
     power: float = 2.0
     windows_per_weights: int = 50
     stake_cap: float = 20000.0
     overlap_check: bool = True
     overlap_threshold: float = 0.4
+    # Later uploader of an overlapping pair: final and BMA ×overlap_slash_factor below
+    # overlap_reset_at, reset to 0 at or above it; at or above overlap_exclude_at it is also
+    # kept out of the gather set for overlap_exclude_windows windows (0 = off; 200 in the
+    # later reference, GAUNTLET.md §10.2).
+    overlap_slash_factor: float = 0.5
+    overlap_reset_at: float = 0.5
+    overlap_exclude_at: float = 0.6
+    overlap_exclude_windows: int = 0
     seed: int = 0
 
 
