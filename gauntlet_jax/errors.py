@@ -65,3 +65,7 @@ class ChainError(GauntletError):
 
 class CheckpointError(GauntletError):
     """A checkpoint could not be saved, found or restored."""
+
+
+class StateError(GauntletError):
+    """The validator's saved state is corrupt, incomplete or was written under another seed."""
