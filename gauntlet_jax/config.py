@@ -76,6 +76,9 @@ class DataConfig:
     batch_size: int = 6
     # Documents held out from every page assignment, for the held-out loss.
     heldout_docs: int = 64
+    # Documents are cut to this many tokens (keeping a final EOS) before packing; the reference
+    # tokenizes with max_length 2048. Bounds a page's tokens. 0 = never cut.
+    max_doc_tokens: int = 2048
     # Root seed of page assignment; public so anyone can recompute any uid's pages.
     seed: int = 0
 
