@@ -499,28 +499,37 @@ def strip_gutenberg(text: str) -> str:
     return text
 
 
-def split_blocks(text: str, min_chars: int) -> list[str]:
-    """Blank-line-separated blocks merged in order until each holds ≥ `min_chars` characters;
-    a short remainder joins the last document."""
-    docs: list[str] = []
+def merge_blocks(blocks: Iterable[str], min_chars: int) -> Iterator[str]:
+    """Blocks (paragraphs, speeches) merged in order, joined by a blank line, until each
+    document holds ≥ `min_chars` characters; a remainder under half that joins the last one."""
     current: list[str] = []
     size = 0
-    for block in _BLANK_LINES.split(text.replace("\r\n", "\n")):
+    held: str | None = None  # the last full document, kept back in case a short tail follows
+    for block in blocks:
         block = block.strip("\n")
         if not block.strip():
             continue
         current.append(block)
         size += len(block)
         if size >= min_chars:
-            docs.append("\n\n".join(current))
-            current, size = [], 0
+            if held is not None:
+                yield held
+            held, current, size = "\n\n".join(current), [], 0
     if current:
         rest = "\n\n".join(current)
-        if docs and size < min_chars // 2:
-            docs[-1] = f"{docs[-1]}\n\n{rest}"
-        else:
-            docs.append(rest)
-    return docs
+        if held is not None and size < min_chars // 2:
+            held, rest = f"{held}\n\n{rest}", ""
+        if held is not None:
+            yield held
+        if rest:
+            yield rest
+    elif held is not None:
+        yield held
+
+
+def split_blocks(text: str, min_chars: int) -> list[str]:
+    """`text` split at blank lines, then merged by `merge_blocks`."""
+    return list(merge_blocks(_BLANK_LINES.split(text.replace("\r\n", "\n")), min_chars))
 
 
 def demo_documents(min_chars: int = DEMO_MIN_DOC_CHARS) -> Iterator[str]:
