@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# Installs jax[tpu] and gauntlet-jax into a venv on every worker of a TPU VM or pod slice.
+set -euo pipefail
+# shellcheck source=tpu_scripts/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+SOURCE=build
+WHEEL=""
+GIT_URL=""
+PYTHON_VERSION=3.12
+JAX_SPEC="jax[tpu]"
+FRESH=0
+CHECK=1
+
+usage() {
+	cat <<EOF
+Usage: $SCRIPT_NAME [flags]
+
+On every worker of NAME: creates ~/$REMOTE_DIR/venv (Python $PYTHON_VERSION through uv, which
+fetches that Python when the TPU image has an older one), installs jax[tpu] (libtpu matching
+JAX) and gauntlet-jax, then checks that JAX sees the TPU chips. Safe to run again (it upgrades).
+
+Where the package comes from (default: build a wheel from this checkout):
+  --wheel PATH        copy this wheel or sdist to the workers and install it
+  --git URL[@REF]     install 'gauntlet-jax @ git+URL[@REF]' on the workers (needs their
+                      internet access and, for a private repository, credentials there)
+  (default)           'python3 -m pip wheel --no-deps' of this checkout into dist/, copied
+                      with 'gcloud compute tpus tpu-vm scp': the workers need no git access
+                      and run exactly the code you have here.
+
+  --python VERSION    Python for the venv (default: $PYTHON_VERSION; JAX needs >= 3.11)
+  --jax-spec SPEC     JAX requirement (default: '$JAX_SPEC'; pin e.g. 'jax[tpu]==0.10.2')
+  --fresh             delete the venv first
+  --no-check          skip the JAX device check
+  --remote-dir DIR    directory under the workers' home (default: $REMOTE_DIR)
+  --internal-ip       ssh/scp to internal IPs (from a VM in the same VPC)
+
+$COMMON_HELP
+
+Example:
+  $SCRIPT_NAME --name val-1 --zone us-west4-a
+EOF
+}
+
+normalise_args "$@"
+set -- ${NORMALISED_ARGS[@]+"${NORMALISED_ARGS[@]}"}
+while (($#)); do
+	take_common_flag usage "$@"
+	if ((SHIFT_BY)); then
+		shift "$SHIFT_BY"
+		continue
+	fi
+	case "$1" in
+	--wheel)
+		WHEEL=$(flag_value "$@")
+		SOURCE=wheel
+		shift 2
+		;;
+	--git)
+		GIT_URL=$(flag_value "$@")
+		SOURCE=git
+		shift 2
+		;;
+	--python)
+		PYTHON_VERSION=$(flag_value "$@")
+		shift 2
+		;;
+	--jax-spec)
+		JAX_SPEC=$(flag_value "$@")
+		shift 2
+		;;
+	--fresh)
+		FRESH=1
+		shift
+		;;
+	--no-check)
+		CHECK=0
+		shift
+		;;
+	--remote-dir)
+		REMOTE_DIR=$(flag_value "$@")
+		shift 2
+		;;
+	--internal-ip)
+		INTERNAL_IP=1
+		shift
+		;;
+	*) die "unknown flag '$1' (see --help)" ;;
+	esac
+done
+finish_common_flags
+[[ -z $WHEEL || -z $GIT_URL ]] || die "--wheel and --git exclude each other"
+[[ $PYTHON_VERSION =~ ^3\.[0-9]+$ ]] || die "--python '$PYTHON_VERSION': expected e.g. 3.12"
+
+files=("$SCRIPTS_DIR/worker.sh")
+case "$SOURCE" in
+build)
+	version=$(sed -n 's/^version *= *"\([^"]*\)".*/\1/p' "$REPO_ROOT/pyproject.toml" | head -n 1)
+	[[ -n $version ]] || die "no static version in $REPO_ROOT/pyproject.toml; build one and pass --wheel"
+	WHEEL=$REPO_ROOT/dist/gauntlet_jax-$version-py3-none-any.whl
+	run "${PYTHON:-python3}" -m pip wheel --no-deps --quiet --wheel-dir "$REPO_ROOT/dist" "$REPO_ROOT"
+	if [[ $DRY_RUN != 1 && ! -f $WHEEL ]]; then
+		die "the build did not produce $WHEEL"
+	fi
+	files+=("$WHEEL")
+	package=files/$(basename "$WHEEL")
+	;;
+wheel)
+	[[ $WHEEL == *.whl || $WHEEL == *.tar.gz ]] || die "--wheel '$WHEEL': expected a .whl or .tar.gz"
+	[[ $DRY_RUN == 1 || -f $WHEEL ]] || die "--wheel '$WHEEL': no such file"
+	files+=("$WHEEL")
+	package=files/$(basename "$WHEEL")
+	;;
+git)
+	package="gauntlet-jax @ git+$GIT_URL"
+	;;
+esac
+
+setup_args=(setup --package "$package" --python "$PYTHON_VERSION" --jax-spec "$JAX_SPEC")
+if [[ $FRESH == 1 ]]; then
+	setup_args+=(--fresh)
+fi
+if [[ $CHECK == 0 ]]; then
+	setup_args+=(--no-check)
+fi
+
+tpu_ssh all "$(quote_cmd mkdir -p "$REMOTE_DIR/files")"
+tpu_scp_files "${files[@]}"
+tpu_ssh all "$(worker_cmd "${setup_args[@]}")"
