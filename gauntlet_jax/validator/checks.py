@@ -1,0 +1,299 @@
+"""Fast checks and slashes: the pure parts (GAUNTLET.md §2, §2.5, §4.2).
+
+- Put window: an upload counts only if the server's timestamp lies in [t_min, t_min + Δ], t_min
+  being the chain timestamp of the first block of the next window.
+- Sync probes: instead of the reference's two fixed positions per tensor, a few hundred positions
+  drawn per window from a public seed, so a peer cannot keep only known positions in sync. The
+  peer publishes its parameter values there after the window's update; x = mean |Δ| / α_t is
+  how many outer steps it is behind, sync = (1 − min(x, 5)/5)^2.5.
+- Slashes, inactivity and the own-vs-random evidence (b, BMA) as pure functions on a
+  `PeerRecord`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Collection, Mapping
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gauntlet_jax.config import ValidatorConfig
+from gauntlet_jax.errors import InvalidPayload
+from gauntlet_jax.validator.state import LOSS_KEYS, SLASH_REASONS, PeerRecord
+
+PutStatus = Literal["ok", "too_early", "too_late"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Put window
+
+
+def put_window_status(
+    last_modified: float, window_end_time: float, put_window_s: float
+) -> PutStatus:
+    """Whether an object's server timestamp lies in the window's put window (§2.2).
+
+    `window_end_time` is the chain timestamp of the first block of the next window (t_min);
+    the put window is [t_min, t_min + put_window_s], both ends inclusive. Too early and too
+    late both count as missing.
+    """
+    if not (math.isfinite(last_modified) and math.isfinite(window_end_time)):
+        raise ValueError(f"timestamps must be finite, got {last_modified}, {window_end_time}")
+    if last_modified < window_end_time:
+        return "too_early"
+    if last_modified > window_end_time + put_window_s:
+        return "too_late"
+    return "ok"
+
+
+# ---------------------------------------------------------------------------------------------
+# Sync probes
+
+
+def _leaf_sizes(abstract_params: Any) -> list[int]:
+    return [int(math.prod(leaf.shape)) for leaf in jax.tree.leaves(abstract_params)]
+
+
+def probe_counts(abstract_params: Any, n_probes: int) -> list[int]:
+    """How many probes each leaf gets: one each, the rest proportional to size.
+
+    Every tensor is probed (so a peer cannot leave, say, a norm scale out of sync), and big
+    tensors get most probes. The remainder is shared by largest remainder, ties to the earlier
+    leaf. The total is max(n_probes, number of leaves). Depends only on shapes.
+    """
+    sizes = _leaf_sizes(abstract_params)
+    if not sizes:
+        return []
+    if any(s == 0 for s in sizes):
+        raise ValueError("cannot probe an empty parameter")
+    extra = max(0, n_probes - len(sizes))
+    total = sum(sizes)
+    exact = [extra * s / total for s in sizes]
+    counts = [math.floor(e) for e in exact]
+    left = extra - sum(counts)
+    by_remainder = sorted(range(len(sizes)), key=lambda i: (-(exact[i] - counts[i]), i))
+    for i in by_remainder[:left]:
+        counts[i] += 1
+    return [c + 1 for c in counts]
+
+
+def probe_indices(window: int, seed: int, abstract_params: Any, n_probes: int) -> Any:
+    """Flat probe positions per leaf (a pytree like `abstract_params` of int64 arrays).
+
+    Positions are uniform over each leaf (with replacement; a repeat only re-checks a position)
+    and depend only on (seed, window, leaf order, shapes). They are drawn from numpy's PCG64
+    raw output rather than `jax.random`, whose bits changed across JAX releases (the
+    `jax_threefry_partitionable` default): miners and validators on different JAX versions
+    must compute the same positions or every honest peer would look out of sync.
+    """
+    if seed < 0 or window < 0:
+        raise ValueError(f"seed and window must be non-negative, got {seed}, {window}")
+    leaves, treedef = jax.tree.flatten(abstract_params)
+    counts = probe_counts(abstract_params, n_probes)
+    out = []
+    for leaf_index, (leaf, count) in enumerate(zip(leaves, counts, strict=True)):
+        size = int(math.prod(leaf.shape))
+        bits = np.random.PCG64(np.random.SeedSequence([seed, window, leaf_index]))
+        raw = bits.random_raw(count)  # uint64; modulo bias < size / 2^64, negligible
+        out.append((raw % np.uint64(size)).astype(np.int64))
+    return jax.tree.unflatten(treedef, out)
+
+
+def gather_probes(params: Any, probe_idx: Any) -> jax.Array:
+    """Parameter values at the probe positions, concatenated in leaf order, as float32.
+
+    Jit-friendly (close over `probe_idx` or pass it as an argument); positions are unravelled
+    to per-axis indices so a sharded parameter is gathered without a flattening reshape.
+    """
+    leaves = jax.tree.leaves(params)
+    idx_leaves = jax.tree.leaves(probe_idx)
+    if len(leaves) != len(idx_leaves):
+        raise ValueError(f"probe indices have {len(idx_leaves)} leaves, params {len(leaves)}")
+    parts = []
+    for p, idx in zip(leaves, idx_leaves, strict=True):
+        coords = jnp.unravel_index(jnp.asarray(idx), p.shape)
+        parts.append(p[coords].astype(jnp.float32))
+    return jnp.concatenate(parts) if parts else jnp.zeros((0,), jnp.float32)
+
+
+def validate_probe_values(values: Any, expected_len: int, uid: int | None) -> np.ndarray:
+    """A peer's published probe values, checked: a 1-D float32 array of the expected length,
+    all finite. Anything else raises InvalidPayload naming the peer."""
+    if not isinstance(values, np.ndarray):
+        raise InvalidPayload(
+            uid, "bad probes", f"expected a numpy array, got {type(values).__name__}"
+        )
+    if values.dtype != np.float32:
+        raise InvalidPayload(uid, "bad probes", f"dtype {values.dtype}, expected float32")
+    if values.ndim != 1 or values.shape[0] != expected_len:
+        raise InvalidPayload(uid, "bad probes", f"shape {values.shape}, expected ({expected_len},)")
+    if not np.all(np.isfinite(values)):
+        raise InvalidPayload(uid, "bad probes", "non-finite values")
+    return values
+
+
+def steps_behind(validator_vals: Any, peer_vals: Any, lr: float) -> tuple[float, float]:
+    """(mean |Δ| / lr, max |Δ| / lr): each outer step moves every weight by exactly lr (sign
+    update), so these count roughly how many steps the peer is behind (§2.4)."""
+    if not (lr > 0 and math.isfinite(lr)):
+        raise ValueError(f"learning rate must be positive and finite, got {lr}")
+    a = np.asarray(validator_vals, dtype=np.float64)
+    b = np.asarray(peer_vals, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1 or a.size == 0:
+        raise ValueError(f"probe vectors must be equal, non-empty 1-D; got {a.shape}, {b.shape}")
+    d = np.abs(a - b)
+    return float(d.mean() / lr), float(d.max() / lr)
+
+
+def sync_score(x: float, cfg: ValidatorConfig) -> float:
+    """(1 − min(x, S)/S)^2.5 with S = sync_curve_steps, clipped at 0; NaN scores 0."""
+    if math.isnan(x):
+        return 0.0
+    s = cfg.sync_curve_steps
+    base = max(0.0, 1.0 - min(max(x, 0.0), s) / s)
+    return base**2.5
+
+
+def is_out_of_sync(x: float, cfg: ValidatorConfig) -> bool:
+    """More than sync_max_steps behind (NaN counts as out of sync)."""
+    return not (x <= cfg.sync_max_steps)
+
+
+# ---------------------------------------------------------------------------------------------
+# Slashes
+
+
+def _count(record: PeerRecord, reason: str) -> dict[str, int]:
+    if reason not in SLASH_REASONS:
+        raise ValueError(f"unknown slash reason {reason!r}; known: {', '.join(SLASH_REASONS)}")
+    counts = dict(record.slash_counts)
+    counts[reason] = counts.get(reason, 0) + 1
+    return counts
+
+
+def slash(record: PeerRecord, reason: str, cfg: ValidatorConfig) -> PeerRecord:
+    """final and BMA × slash_factor when final > 0 (missing, late/early, invalid, out of sync,
+    eval_missing). A non-positive final is left alone; the event is counted either way."""
+    counts = _count(record, reason)
+    if record.final > 0:
+        return dataclasses.replace(
+            record,
+            final=record.final * cfg.slash_factor,
+            bma=record.bma * cfg.slash_factor,
+            slash_counts=counts,
+        )
+    return dataclasses.replace(record, slash_counts=counts)
+
+
+def zero_on_invalid_eval(record: PeerRecord) -> PeerRecord:
+    """An evaluated peer's payload failed validation: final := 0 if positive, negative kept."""
+    counts = _count(record, "eval_invalid")
+    return dataclasses.replace(record, final=min(record.final, 0.0), slash_counts=counts)
+
+
+def active_uids(
+    last_upload_window: Mapping[int, int], window: int, cfg: ValidatorConfig
+) -> set[int]:
+    """uids with an upload in windows [window − active_windows, window] (the reference checks
+    exactly these windows, GAUNTLET.md §2.1)."""
+    lo = window - cfg.active_windows
+    return {uid for uid, w in last_upload_window.items() if lo <= w <= window}
+
+
+def apply_inactivity(
+    peers: Mapping[int, PeerRecord],
+    active: Collection[int],
+    window: int,
+    cfg: ValidatorConfig,
+) -> tuple[dict[int, PeerRecord], list[int]]:
+    """One window of inactivity bookkeeping over every known peer (§2.1).
+
+    - An active peer stops being tracked; its scores are not restored.
+    - An inactive peer is tracked from its first inactive window (`inactive_since`).
+    - Once window − inactive_since > inactivity_reset_windows it is fully reset: scores, BMA,
+      sync, rating (deleted), eval counter and staleness go back to a newcomer's; the slash
+      history is kept for the record.
+    - Otherwise a positive final is multiplied by inactivity_factor (BMA untouched).
+
+    Returns (updated records, uids reset this window).
+    """
+    active_set = set(active)
+    out: dict[int, PeerRecord] = {}
+    reset: list[int] = []
+    for uid, rec in peers.items():
+        if uid in active_set:
+            out[uid] = (
+                rec if rec.inactive_since is None else dataclasses.replace(rec, inactive_since=None)
+            )
+            continue
+        since = window if rec.inactive_since is None else rec.inactive_since
+        counts = _count(rec, "inactive")
+        if window - since > cfg.inactivity_reset_windows:
+            out[uid] = PeerRecord(uid=uid, slash_counts=counts)
+            reset.append(uid)
+            continue
+        final = rec.final * cfg.inactivity_factor if rec.final > 0 else rec.final
+        out[uid] = dataclasses.replace(rec, inactive_since=since, final=final, slash_counts=counts)
+    return out, sorted(reset)
+
+
+# ---------------------------------------------------------------------------------------------
+# Own-vs-random evidence (§4.2) and the evaluation record
+
+
+def binary_indicator(own_improvement: float, random_improvement: float) -> float:
+    """+1 if the update helped the peer's own pages more than random pages, else −1."""
+    return 1.0 if own_improvement > random_improvement else -1.0
+
+
+def update_bma(bma: float, b: float, alpha: float = 0.05) -> float:
+    """Exponential moving average of b: (1 − α)·BMA + α·b."""
+    return (1.0 - alpha) * bma + alpha * b
+
+
+def relative_improvement(loss_before: float, loss_after: float) -> float:
+    """(before − after) / before: the reference's LossScore (§3.3); 0 when before is 0."""
+    if loss_before == 0:
+        return 0.0
+    return (loss_before - loss_after) / loss_before
+
+
+def record_evaluation(
+    record: PeerRecord,
+    window: int,
+    losses: Mapping[str, float],
+    sync_x: float,
+    cfg: ValidatorConfig,
+) -> PeerRecord:
+    """Books one evaluation: b from the own/random improvements, BMA, sync score, counters.
+
+    `losses` holds loss_before/after_own/random (finite). The final score is refreshed later,
+    after the window's rating update (`weights.refresh_final`).
+    """
+    needed = ("loss_before_own", "loss_after_own", "loss_before_random", "loss_after_random")
+    missing = [k for k in needed if k not in losses]
+    if missing:
+        raise ValueError(f"peer {record.uid}: losses missing {missing}")
+    vals = {k: float(losses[k]) for k in needed}
+    bad = [k for k, v in vals.items() if not math.isfinite(v)]
+    if bad:
+        raise ValueError(f"peer {record.uid}: non-finite losses {bad}")
+    own = relative_improvement(vals["loss_before_own"], vals["loss_after_own"])
+    rand = relative_improvement(vals["loss_before_random"], vals["loss_after_random"])
+    b = binary_indicator(own, rand)
+    booked = {**vals, "improvement_own": own, "improvement_random": rand}
+    assert set(booked) == set(LOSS_KEYS)
+    return dataclasses.replace(
+        record,
+        binary=b,
+        bma=update_bma(record.bma, b, cfg.bma_alpha),
+        sync=sync_score(sync_x, cfg),
+        sync_x=float(sync_x) if math.isfinite(sync_x) else None,
+        eval_count=record.eval_count + 1,
+        last_eval_window=window,
+        last_losses=booked,
+    )

@@ -1,0 +1,275 @@
+"""Fast checks: put window, sync probes, slashes, inactivity, own-vs-random evidence."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gauntlet_jax.config import ValidatorConfig
+from gauntlet_jax.errors import InvalidPayload
+from gauntlet_jax.validator.checks import (
+    active_uids,
+    apply_inactivity,
+    binary_indicator,
+    gather_probes,
+    is_out_of_sync,
+    probe_counts,
+    probe_indices,
+    put_window_status,
+    record_evaluation,
+    relative_improvement,
+    slash,
+    steps_behind,
+    sync_score,
+    update_bma,
+    validate_probe_values,
+    zero_on_invalid_eval,
+)
+from gauntlet_jax.validator.state import PeerRecord
+
+CFG = ValidatorConfig()
+
+
+def test_put_window_boundaries():
+    t_min = 1000.0
+    assert put_window_status(999.99, t_min, 10.0) == "too_early"
+    assert put_window_status(1000.0, t_min, 10.0) == "ok"
+    assert put_window_status(1010.0, t_min, 10.0) == "ok"
+    assert put_window_status(1010.01, t_min, 10.0) == "too_late"
+    with pytest.raises(ValueError):
+        put_window_status(float("nan"), t_min, 10.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Probes
+
+PARAMS = {
+    "embed": jax.ShapeDtypeStruct((100, 16), jnp.float32),
+    "blocks": [
+        {
+            "w": jax.ShapeDtypeStruct((16, 48), jnp.float32),
+            "scale": jax.ShapeDtypeStruct((16,), jnp.float32),
+        }
+    ],
+    "norm": jax.ShapeDtypeStruct((16,), jnp.float32),
+}
+
+
+def test_probe_counts_cover_every_leaf_and_follow_size():
+    # Leaves in tree order: blocks[0].scale (16), blocks[0].w (768), embed (1600), norm (16).
+    counts = probe_counts(PARAMS, 100)
+    assert sum(counts) == 100
+    assert min(counts) >= 1
+    assert counts[2] > counts[1] > counts[0]
+    # One each, then 96 extra split 16:768:1600:16 → 0.64, 30.72, 64, 0.64 → floors 0, 30, 64,
+    # 0; the two left over go to the largest remainders: 0.72, then the first of the 0.64 ties.
+    assert counts == [1 + 1, 1 + 31, 1 + 64, 1 + 0]
+    assert probe_counts(PARAMS, 2) == [1, 1, 1, 1]  # fewer than leaves: one each
+
+
+def test_probe_indices_deterministic_in_range_and_per_window():
+    a = probe_indices(5, 0, PARAMS, 256)
+    b = probe_indices(5, 0, PARAMS, 256)
+    c = probe_indices(6, 0, PARAMS, 256)
+    d = probe_indices(5, 1, PARAMS, 256)
+    la, lb, lc, ld = (jax.tree.leaves(x) for x in (a, b, c, d))
+    assert all(np.array_equal(x, y) for x, y in zip(la, lb, strict=True))
+    assert not all(np.array_equal(x, y) for x, y in zip(la, lc, strict=True))
+    assert not all(np.array_equal(x, y) for x, y in zip(la, ld, strict=True))
+    for idx, leaf, n in zip(la, jax.tree.leaves(PARAMS), probe_counts(PARAMS, 256), strict=True):
+        assert idx.shape == (n,)
+        assert idx.min() >= 0 and idx.max() < np.prod(leaf.shape)
+    # Spread: the embedding's probes are not bunched in one region.
+    emb = a["embed"]
+    assert len(np.unique(emb)) > 0.8 * len(emb)
+    assert np.histogram(emb, bins=4, range=(0, 1600))[0].min() > 0
+
+
+def test_probe_positions_are_pinned():
+    # Guards cross-version determinism: miners and validators must agree on these forever.
+    idx = probe_indices(123, 7, {"w": jax.ShapeDtypeStruct((1000,), jnp.float32)}, 4)["w"]
+    assert idx.tolist() == PINNED
+
+
+PINNED = [247, 956, 938, 103]  # numpy PCG64 raw output; stable by numpy's contract
+
+
+def test_gather_probes_matches_numpy_and_jits():
+    key = jax.random.key(0)
+    params = jax.tree.map(
+        lambda s: jax.random.normal(key, s.shape, s.dtype),
+        PARAMS,
+        is_leaf=lambda x: isinstance(x, jax.ShapeDtypeStruct),
+    )
+    idx = probe_indices(1, 0, PARAMS, 64)
+    want = np.concatenate(
+        [
+            np.asarray(p).reshape(-1)[i]
+            for p, i in zip(jax.tree.leaves(params), jax.tree.leaves(idx), strict=True)
+        ]
+    )
+    got = gather_probes(params, idx)
+    assert got.dtype == jnp.float32 and got.shape == (64,)
+    np.testing.assert_array_equal(np.asarray(got), want)
+    np.testing.assert_array_equal(np.asarray(jax.jit(gather_probes)(params, idx)), want)
+
+
+def test_steps_behind_and_sync_score():
+    lr = 1e-3
+    v = np.zeros(4, np.float32)
+    p = np.array([1e-3, 2e-3, 0.0, 5e-3], np.float32)
+    mean_x, max_x = steps_behind(v, p, lr)
+    assert mean_x == pytest.approx(2.0, rel=1e-6)
+    assert max_x == pytest.approx(5.0, rel=1e-6)
+    assert sync_score(0.0, CFG) == 1.0
+    assert sync_score(2.5, CFG) == pytest.approx(0.5**2.5)
+    assert sync_score(5.0, CFG) == 0.0
+    assert sync_score(50.0, CFG) == 0.0
+    assert sync_score(float("inf"), CFG) == 0.0
+    assert sync_score(float("nan"), CFG) == 0.0
+    assert not is_out_of_sync(3.0, CFG)
+    assert is_out_of_sync(3.01, CFG)
+    assert is_out_of_sync(float("nan"), CFG)
+    with pytest.raises(ValueError):
+        steps_behind(v, p, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("values", "fault"),
+    [
+        (np.zeros(8, np.float64), "dtype float64"),
+        (np.zeros(7, np.float32), "shape \\(7,\\)"),
+        (np.zeros((2, 4), np.float32), "shape \\(2, 4\\)"),
+        (np.array([0, 1, np.inf, 0, 0, 0, 0, 0], np.float32), "non-finite"),
+        (np.array([0, 1, np.nan, 0, 0, 0, 0, 0], np.float32), "non-finite"),
+        ([0.0] * 8, "expected a numpy array"),
+    ],
+)
+def test_hostile_probe_values_are_rejected(values, fault):
+    with pytest.raises(InvalidPayload, match=f"peer 4: bad probes \\(.*{fault}"):
+        validate_probe_values(values, 8, uid=4)
+
+
+def test_valid_probe_values_pass():
+    v = np.ones(8, np.float32)
+    assert validate_probe_values(v, 8, uid=1) is v
+
+
+# ---------------------------------------------------------------------------------------------
+# Slashes
+
+
+def test_slash_positive_final_and_bma():
+    rec = PeerRecord(uid=1, final=8.0, bma=0.4)
+    for reason in ("missing", "late", "early", "invalid", "out_of_sync", "eval_missing"):
+        rec = slash(rec, reason, CFG)
+    assert rec.final == pytest.approx(8.0 * 0.75**6)
+    assert rec.bma == pytest.approx(0.4 * 0.75**6)
+    assert rec.slash_counts == dict.fromkeys(
+        ("missing", "late", "early", "invalid", "out_of_sync", "eval_missing"), 1
+    )
+
+
+def test_slash_leaves_non_positive_final_alone_but_counts():
+    rec = slash(PeerRecord(uid=1, final=-2.0, bma=0.4), "missing", CFG)
+    assert (rec.final, rec.bma, rec.slash_counts) == (-2.0, 0.4, {"missing": 1})
+    with pytest.raises(ValueError, match="unknown slash reason"):
+        slash(rec, "rude", CFG)
+
+
+def test_zero_on_invalid_eval():
+    assert zero_on_invalid_eval(PeerRecord(uid=1, final=5.0)).final == 0.0
+    assert zero_on_invalid_eval(PeerRecord(uid=1, final=-5.0)).final == -5.0
+    assert zero_on_invalid_eval(PeerRecord(uid=1, final=5.0)).slash_counts == {"eval_invalid": 1}
+
+
+def test_active_uids_window_range():
+    last = {1: 100, 2: 95, 3: 94, 4: 101}
+    assert active_uids(last, 100, CFG) == {1, 2}  # [95, 100]; 101 is in the future
+
+
+def test_inactivity_decay_and_reset_sequence():
+    cfg = dataclasses.replace(CFG, inactivity_reset_windows=3)
+    peers = {
+        1: PeerRecord(
+            uid=1, mu=30.0, sigma=3.0, final=10.0, bma=0.5, sync=1.0, eval_count=4, staleness=3
+        ),
+        2: PeerRecord(uid=2, final=4.0),
+    }
+    finals, resets = [], []
+    for w in range(10, 16):
+        peers, reset = apply_inactivity(peers, active=[2], window=w, cfg=cfg)
+        finals.append(peers[1].final)
+        resets.append(reset)
+    # Tracked from window 10; decays at windows 10..13 (w − 10 ≤ 3), reset at 14 (w − 10 > 3).
+    assert finals[:4] == pytest.approx([7.5, 5.625, 4.21875, 3.1640625])
+    assert resets == [[], [], [], [], [1], []]
+    r = peers[1]
+    assert (r.final, r.bma, r.mu, r.sigma, r.eval_count, r.staleness, r.sync) == (
+        0.0,
+        0.0,
+        None,
+        None,
+        0,
+        1,
+        0.0,
+    )
+    assert r.inactive_since is not None  # window 15: inactive again, tracked afresh
+    assert peers[2].final == 4.0  # active peer untouched
+
+
+def test_reactivation_stops_tracking_without_restoring():
+    peers = {1: PeerRecord(uid=1, final=10.0)}
+    peers, _ = apply_inactivity(peers, active=[], window=5, cfg=CFG)
+    peers, _ = apply_inactivity(peers, active=[], window=6, cfg=CFG)
+    assert peers[1].inactive_since == 5
+    peers, _ = apply_inactivity(peers, active=[1], window=7, cfg=CFG)
+    assert peers[1].inactive_since is None
+    assert peers[1].final == pytest.approx(10.0 * 0.75**2)
+    peers, _ = apply_inactivity(peers, active=[], window=8, cfg=CFG)
+    assert peers[1].inactive_since == 8  # a fresh inactivity period
+
+
+def test_negative_final_not_decayed_by_inactivity():
+    peers, _ = apply_inactivity({1: PeerRecord(uid=1, final=-3.0)}, active=[], window=1, cfg=CFG)
+    assert peers[1].final == -3.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Own-vs-random evidence
+
+
+def test_binary_indicator_and_bma():
+    assert binary_indicator(0.02, 0.01) == 1.0
+    assert binary_indicator(0.01, 0.01) == -1.0  # not strictly better
+    assert binary_indicator(-0.01, 0.01) == -1.0
+    bma = 0.0
+    for _ in range(3):
+        bma = update_bma(bma, 1.0)
+    assert bma == pytest.approx(1 - 0.95**3)
+    assert update_bma(0.5, -1.0, alpha=0.1) == pytest.approx(0.35)
+
+
+def test_record_evaluation():
+    rec = PeerRecord(uid=3, bma=0.2, eval_count=2)
+    losses = {
+        "loss_before_own": 4.0,
+        "loss_after_own": 3.96,  # 1 % better on own pages
+        "loss_before_random": 4.0,
+        "loss_after_random": 3.98,  # 0.5 % better on random pages
+    }
+    out = record_evaluation(rec, 12, losses, sync_x=2.5, cfg=CFG)
+    assert out.binary == 1.0
+    assert out.bma == pytest.approx(0.95 * 0.2 + 0.05)
+    assert out.sync == pytest.approx(0.5**2.5)
+    assert out.sync_x == 2.5
+    assert (out.eval_count, out.last_eval_window) == (3, 12)
+    assert out.last_losses["improvement_own"] == pytest.approx(0.01)
+    assert out.last_losses["improvement_random"] == pytest.approx(0.005)
+    with pytest.raises(ValueError, match="non-finite"):
+        record_evaluation(rec, 12, {**losses, "loss_after_own": float("nan")}, 0.0, CFG)
+    assert relative_improvement(0.0, 1.0) == 0.0
