@@ -123,6 +123,8 @@ finish_common_flags() {
 	[[ $ZONE =~ ^[a-z]+-[a-z]+[0-9]+-[a-z]$ ]] || die "--zone '$ZONE': expected a zone such as us-central1-a"
 	[[ -z $PROJECT || $PROJECT =~ ^[a-z][-a-z0-9.:]*[a-z0-9]$ ]] ||
 		die "--project '$PROJECT': expected a project id such as my-project-123"
+	[[ $REMOTE_DIR =~ ^[A-Za-z0-9_.][A-Za-z0-9_./-]*$ ]] ||
+		die "--remote-dir '$REMOTE_DIR': use a path under the home directory (letters, digits, _ . / -)"
 	LOCATION_FLAGS=("--zone=$ZONE")
 	if [[ -n $PROJECT ]]; then
 		LOCATION_FLAGS+=("--project=$PROJECT")
