@@ -1,0 +1,149 @@
+"""Index-overlap check between gather peers (the later reference, GAUNTLET.md §10.2).
+
+A peer that copies another's pseudo-gradient (or trains on the same data from the same state)
+selects nearly the same top-k positions in every chunk. For every ordered pair of gather peers
+(i, j) we count, per chunk, how many of i's k indices also appear among j's, and average over
+all chunks of all parameters weighted by chunk count × k (the reference's size weighting). That
+is simply: matches summed over the model / index entries over the model.
+
+If a pair's overlap reaches `overlap_threshold`, the later uploader (by server last_modified;
+on an exact tie the pair's first peer, as in the reference) is the offender: final and BMA
+×`overlap_slash_factor` below `overlap_reset_at`, both reset to at most 0 at or above it, and at
+or above `overlap_exclude_at` it is also kept out of the gather set for
+`overlap_exclude_windows` windows (0 = off by default; the reference used 200).
+
+Payload layout (compress/): per parameter an integer array [..., k] of indices within a chunk;
+stacked over peers on a leading axis P. The P×P matrix is computed at once with vmaps (no loop
+over pairs); memory peaks at about P²·C·k·5 bytes for the largest parameter (C chunks).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gauntlet_jax.config import ValidatorConfig
+from gauntlet_jax.validator.state import PeerRecord
+
+
+def _leaf_matches(idx: jax.Array) -> tuple[jax.Array, int]:
+    """[P, ..., k] indices → ([P, P] match counts, entries per peer). M[i, j] counts i's
+    entries found among j's entries of the same chunk (duplicates in i count each time)."""
+    n_peers, k = idx.shape[0], idx.shape[-1]
+    flat = idx.reshape(n_peers, -1, k).astype(jnp.int32)  # [P, C, k]
+    ordered = jnp.sort(flat, axis=-1)
+
+    def matches(a: jax.Array, b_sorted: jax.Array) -> jax.Array:  # [C, k], [C, k] → scalar
+        pos = jax.vmap(jnp.searchsorted)(b_sorted, a)
+        hit = jnp.take_along_axis(b_sorted, jnp.minimum(pos, k - 1), axis=-1) == a
+        return jnp.sum(hit, dtype=jnp.int32)
+
+    per_row = jax.vmap(matches, in_axes=(None, 0))  # one a against every b
+    m = jax.vmap(per_row, in_axes=(0, None))(flat, ordered)
+    return m, flat.shape[1] * k
+
+
+@jax.jit
+def overlap_matrix(stacked_idx: Any) -> jax.Array:
+    """[P, P] float32: entry (i, j) = fraction of i's top-k indices that j also selected in
+    the same chunk, size-weighted over all parameters. The diagonal is 1 for duplicate-free
+    payloads. `stacked_idx` is a pytree of [P, ..., k] integer arrays."""
+    leaves = jax.tree.leaves(stacked_idx)
+    if not leaves:
+        raise ValueError("no index arrays given")
+    total = None
+    entries = 0
+    for leaf in leaves:
+        m, n = _leaf_matches(leaf)
+        total = m if total is None else total + m
+        entries += n
+    return total.astype(jnp.float32) / jnp.float32(entries)
+
+
+@dataclass(frozen=True)
+class OverlapFinding:
+    """A pair of gather peers whose overlap reached the threshold, and who is blamed."""
+
+    uid_a: int
+    uid_b: int
+    overlap: float
+    offender: int
+
+
+def find_overlaps(
+    uids: Sequence[int],
+    matrix: Any,
+    last_modified: Mapping[int, float],
+    threshold: float,
+) -> list[OverlapFinding]:
+    """Pairs (i < j in `uids` order) with overlap M[i, j] ≥ threshold; the later uploader is
+    the offender (ties: the pair's first peer, as the reference's `>=`)."""
+    m = np.asarray(matrix, dtype=np.float64)
+    n = len(uids)
+    if m.shape != (n, n):
+        raise ValueError(f"overlap matrix shape {m.shape} does not match {n} uids")
+    found = []
+    for i, j in zip(*np.triu_indices(n, k=1), strict=True):
+        value = float(m[i, j])
+        if value >= threshold:
+            a, b = uids[i], uids[j]
+            offender = a if last_modified[a] >= last_modified[b] else b
+            found.append(OverlapFinding(a, b, value, offender))
+    return found
+
+
+def offender_overlaps(findings: Sequence[OverlapFinding]) -> dict[int, float]:
+    """The worst overlap each offender was caught with (one slash per window per offender)."""
+    worst: dict[int, float] = {}
+    for f in findings:
+        worst[f.offender] = max(worst.get(f.offender, 0.0), f.overlap)
+    return worst
+
+
+def slash_overlap(
+    record: PeerRecord, overlap: float, window: int, cfg: ValidatorConfig
+) -> PeerRecord:
+    """Applies the overlap penalty for one offender (see the module docstring)."""
+    counts = dict(record.slash_counts)
+    counts["overlap"] = counts.get("overlap", 0) + 1
+    if overlap >= cfg.overlap_reset_at:
+        final, bma = min(record.final, 0.0), min(record.bma, 0.0)
+    elif record.final > 0:
+        final, bma = record.final * cfg.overlap_slash_factor, record.bma * cfg.overlap_slash_factor
+    else:
+        final, bma = record.final, record.bma
+    excluded_until = record.excluded_until
+    if cfg.overlap_exclude_windows > 0 and overlap >= cfg.overlap_exclude_at:
+        excluded_until = max(excluded_until or 0, window + 1 + cfg.overlap_exclude_windows)
+    return dataclasses.replace(
+        record, final=final, bma=bma, excluded_until=excluded_until, slash_counts=counts
+    )
+
+
+def apply_overlap_slashes(
+    peers: Mapping[int, PeerRecord],
+    findings: Sequence[OverlapFinding],
+    window: int,
+    cfg: ValidatorConfig,
+) -> dict[int, PeerRecord]:
+    """Records of the offenders after their penalty (other peers are not returned)."""
+    out = {}
+    for uid, value in sorted(offender_overlaps(findings).items()):
+        record = peers.get(uid) or PeerRecord(uid=uid)
+        out[uid] = slash_overlap(record, value, window, cfg)
+    return out
+
+
+def excluded_uids(peers: Mapping[int, PeerRecord], window: int) -> set[int]:
+    """Peers still serving a gather-set exclusion at `window`."""
+    return {
+        uid
+        for uid, r in peers.items()
+        if r.excluded_until is not None and window < r.excluded_until
+    }
