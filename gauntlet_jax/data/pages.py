@@ -32,7 +32,6 @@ import functools
 from collections.abc import Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from gauntlet_jax.config import Config, DataConfig
@@ -84,19 +83,23 @@ def _host_device() -> jax.Device | None:
         return None
 
 
-@functools.partial(jax.jit, static_argnums=(4,))
+# Keys are derived in fixed-size chunks so the kernel compiles once per process, whatever the
+# number of (id, window, page) triples asked for.
+_KEY_CHUNK = 512
+
+
+@jax.jit
 def _page_key_words(
-    seed: jax.Array, stream: jax.Array, idents: jax.Array, windows: jax.Array, n: int
+    seed: jax.Array, stream: jax.Array, idents: jax.Array, windows: jax.Array, pages: jax.Array
 ) -> jax.Array:
-    """uint32 [M, n, 2]: the key words of page i of (ident[m], window[m])."""
+    """uint32 [C, 2]: key words of fold_in(…(key(seed), stream), ident, window, page) per triple."""
     root = jax.random.fold_in(jax.random.key(seed, impl="threefry2x32"), stream)
 
-    def one(ident: jax.Array, window: jax.Array) -> jax.Array:
+    def one(ident: jax.Array, window: jax.Array, page: jax.Array) -> jax.Array:
         key = jax.random.fold_in(jax.random.fold_in(root, ident), window)
-        pages = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n, dtype=jnp.uint32))
-        return jax.random.key_data(pages)
+        return jax.random.key_data(jax.random.fold_in(key, page))
 
-    return jax.vmap(one)(idents, windows)
+    return jax.vmap(one)(idents, windows, pages)
 
 
 def _draw_page_starts(
@@ -109,16 +112,26 @@ def _draw_page_starts(
         raise DataError(f"data.seed must be in [0, 2**31), got {seed}")
     ids = np.array([_check_u32(i, "uid/seed") for i in idents], dtype=np.uint32)
     wins = np.array([_check_u32(w, "window") for w in windows], dtype=np.uint32)
-    if ids.shape != wins.shape:
-        raise DataError(f"{ids.size} ids but {wins.size} windows")
+    if ids.ndim != 1 or ids.shape != wins.shape:
+        raise DataError(f"ids {ids.shape} and windows {wins.shape} must be equal-length lists")
+    n = cfg.pages_per_window
+    triples = ids.size * n
+    padded = -(-triples // _KEY_CHUNK) * _KEY_CHUNK
+    flat = [np.zeros(padded, dtype=np.uint32) for _ in range(3)]
+    flat[0][:triples] = np.repeat(ids, n)
+    flat[1][:triples] = np.repeat(wins, n)
+    flat[2][:triples] = np.tile(np.arange(n, dtype=np.uint32), ids.size)
     device = _host_device()
+    words = np.empty((padded, 2), dtype=np.uint32)
     with jax.default_device(device) if device is not None else contextlib.nullcontext():
-        words = _page_key_words(
-            np.int32(seed), np.uint32(stream), ids, wins, int(cfg.pages_per_window)
-        )
-    words = np.asarray(words).astype(np.uint64)
-    draws = (words[..., 0] << np.uint64(32)) | words[..., 1]
-    return (draws % np.uint64(starts)).astype(np.int64)
+        for lo in range(0, padded, _KEY_CHUNK):
+            chunk = [f[lo : lo + _KEY_CHUNK] for f in flat]
+            words[lo : lo + _KEY_CHUNK] = np.asarray(
+                _page_key_words(np.int32(seed), np.uint32(stream), *chunk)
+            )
+    wide = words[:triples].astype(np.uint64)
+    draws = (wide[:, 0] << np.uint64(32)) | wide[:, 1]
+    return (draws % np.uint64(starts)).astype(np.int64).reshape(ids.size, n)
 
 
 def assigned_pages(uid: int, window: int, num_docs: int, cfg: DataConfig) -> np.ndarray:
