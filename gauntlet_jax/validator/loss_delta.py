@@ -1,0 +1,134 @@
+"""Loss deltas of K candidate pseudo-gradients as one jitted vmap (GAUNTLET.md §3.3).
+
+For each candidate p the validator takes a trial step θ'_p = θ − β·sign(IDCT(scatter(I_p, V_p)))
+from its current parameters θ and measures the loss before and after on the peer's own pages and on
+the window's shared random pages. The reference copies the model per candidate and loops; here the
+candidate is an array axis: `vmap` over candidates inside a `lax.map` over chunks of
+`candidate_chunk`, so memory holds one chunk of trial parameters at a time and the whole window is
+one compiled program. The random "before" loss is shared by every candidate and computed once.
+
+Batches arrive padded to static shapes with a per-batch weight (1 real, 0 padding), so the number
+of pages a peer's assignment yields never triggers a recompile.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gauntlet_jax.compress.plan import CompressionPlan
+from gauntlet_jax.config import ModelConfig
+from gauntlet_jax.model import llama
+from gauntlet_jax.protocol.outer import single_peer_sign
+
+
+class LossDeltas(NamedTuple):
+    """Mean losses, fp32. Per-candidate arrays are [K]; `random_before` is a scalar."""
+
+    own_before: jax.Array
+    own_after: jax.Array
+    random_before: jax.Array
+    random_after: jax.Array
+
+    def own_improvement(self) -> np.ndarray:
+        """Relative loss drop on the peer's own pages: (before − after) / before."""
+        before = np.asarray(self.own_before, np.float64)
+        return (before - np.asarray(self.own_after, np.float64)) / np.maximum(before, 1e-12)
+
+    def random_improvement(self) -> np.ndarray:
+        """Relative loss drop on the window's random pages: the LossScore fed into OpenSkill."""
+        before = float(self.random_before)
+        return (before - np.asarray(self.random_after, np.float64)) / max(before, 1e-12)
+
+
+def mean_loss(
+    params: llama.Params, batches_NBT: jax.Array, weights_N: jax.Array, cfg: ModelConfig
+) -> jax.Array:
+    """Exact token-mean cross-entropy over the weighted batches (weight 0 = padding)."""
+
+    def body(carry: tuple[jax.Array, jax.Array], xs: tuple[jax.Array, jax.Array]) -> Any:
+        tokens_BT, weight = xs
+        total, count = llama.loss_and_count(params, tokens_BT, cfg)
+        return (carry[0] + weight * total, carry[1] + weight * count), None
+
+    zero = jnp.zeros((), jnp.float32)
+    (total, count), _ = jax.lax.scan(body, (zero, zero), (batches_NBT, weights_N))
+    return total / jnp.maximum(count, 1.0)
+
+
+def trial_params(params: llama.Params, signs: Any, beta: jax.Array) -> llama.Params:
+    """θ − β·sign: the validator's single-peer evaluation step (no weight decay, as reference)."""
+    return jax.tree.map(lambda p, s: p - beta * s.astype(p.dtype), params, signs)
+
+
+def _pad_leading(tree: Any, to: int) -> Any:
+    def pad(x: jax.Array) -> jax.Array:
+        extra = to - x.shape[0]
+        return jnp.pad(x, [(0, extra)] + [(0, 0)] * (x.ndim - 1)) if extra else x
+
+    return jax.tree.map(pad, tree)
+
+
+@functools.partial(jax.jit, static_argnames=("model_cfg", "plan", "chunk"))
+def score_candidates(
+    params: llama.Params,
+    idx: Any,
+    vals: Any,
+    own_KNBT: jax.Array,
+    own_weights_KN: jax.Array,
+    random_NBT: jax.Array,
+    random_weights_N: jax.Array,
+    beta: jax.Array,
+    *,
+    model_cfg: ModelConfig,
+    plan: CompressionPlan,
+    chunk: int,
+) -> LossDeltas:
+    """Loss before/after the trial step for K candidates at once.
+
+    `idx`/`vals` are the candidates' decoded payloads stacked on a leading K axis (as
+    `compress.codec.stack_payloads` builds them); `own_KNBT` holds each candidate's own batches.
+    """
+    k = own_KNBT.shape[0]
+    chunk = max(1, min(chunk, k))
+    n_chunks = -(-k // chunk)
+    random_before = mean_loss(params, random_NBT, random_weights_N, model_cfg)
+
+    def one(c_idx: Any, c_vals: Any, own_NBT: jax.Array, own_w_N: jax.Array) -> Any:
+        trial = trial_params(params, single_peer_sign(c_idx, c_vals, plan), beta)
+        return (
+            mean_loss(params, own_NBT, own_w_N, model_cfg),
+            mean_loss(trial, own_NBT, own_w_N, model_cfg),
+            mean_loss(trial, random_NBT, random_weights_N, model_cfg),
+        )
+
+    per_candidate = (idx, vals, own_KNBT, own_weights_KN)
+    chunked = jax.tree.map(
+        lambda x: x.reshape((n_chunks, chunk, *x.shape[1:])),
+        _pad_leading(per_candidate, n_chunks * chunk),
+    )
+    own_before, own_after, random_after = jax.tree.map(
+        lambda x: x.reshape(-1)[:k], jax.lax.map(lambda xs: jax.vmap(one)(*xs), chunked)
+    )
+    return LossDeltas(own_before, own_after, random_before, random_after)
+
+
+def pad_batches(batches: list[np.ndarray], n_batches: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stacks per-candidate [n_i, B, T] batch arrays into [K, n_batches, B, T] plus weights [K, N].
+
+    Extra batches beyond `n_batches` are dropped; missing ones are zero-weight padding.
+    """
+    if not batches:
+        raise ValueError("pad_batches needs at least one candidate")
+    _, b, t = batches[0].shape
+    out = np.zeros((len(batches), n_batches, b, t), np.int32)
+    weights = np.zeros((len(batches), n_batches), np.float32)
+    for i, arr in enumerate(batches):
+        n = min(n_batches, arr.shape[0])
+        out[i, :n] = arr[:n]
+        weights[i, :n] = 1.0
+    return out, weights
