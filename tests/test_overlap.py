@@ -75,6 +75,8 @@ def test_matches_a_plain_pairwise_loop():
     peers += [half_overlapping(rng, base), half_overlapping(rng, peers[1])]
     stacked = np.stack(peers)
     m = np.asarray(overlap_matrix({"w": stacked}))
+    for row_batch in (1, 2, 7):  # the row batching (incl. a ragged last batch) changes nothing
+        assert np.array_equal(np.asarray(overlap_matrix({"w": stacked}, row_batch=row_batch)), m)
     for i, j in itertools.product(range(n_peers), repeat=2):
         a, b = stacked[i].reshape(-1, K), stacked[j].reshape(-1, K)
         want = np.mean([np.isin(x, y).sum() / K for x, y in zip(a, b, strict=True)])

