@@ -81,7 +81,7 @@ def test_probe_indices_deterministic_in_range_and_per_window():
     assert not all(np.array_equal(x, y) for x, y in zip(la, lc, strict=True))
     assert not all(np.array_equal(x, y) for x, y in zip(la, ld, strict=True))
     for idx, leaf, n in zip(la, jax.tree.leaves(PARAMS), probe_counts(PARAMS, 256), strict=True):
-        assert idx.shape == (n,)
+        assert idx.shape == (n,) and idx.dtype == np.int32
         assert idx.min() >= 0 and idx.max() < np.prod(leaf.shape)
     # Spread: the embedding's probes are not bunched in one region.
     emb = a["embed"]

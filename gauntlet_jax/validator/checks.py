@@ -82,7 +82,7 @@ def probe_counts(abstract_params: Any, n_probes: int) -> list[int]:
 
 
 def probe_indices(window: int, seed: int, abstract_params: Any, n_probes: int) -> Any:
-    """Flat probe positions per leaf (a pytree like `abstract_params` of int64 arrays).
+    """Flat probe positions per leaf (a pytree like `abstract_params` of int32 arrays).
 
     Positions are uniform over each leaf (with replacement; a repeat only re-checks a position)
     and depend only on (seed, window, leaf order, shapes). They are drawn from numpy's PCG64
@@ -97,9 +97,11 @@ def probe_indices(window: int, seed: int, abstract_params: Any, n_probes: int) -
     out = []
     for leaf_index, (leaf, count) in enumerate(zip(leaves, counts, strict=True)):
         size = int(math.prod(leaf.shape))
+        if size > np.iinfo(np.int32).max:
+            raise ValueError(f"leaf {leaf_index} has {size} elements; probes index with int32")
         bits = np.random.PCG64(np.random.SeedSequence([seed, window, leaf_index]))
         raw = bits.random_raw(count)  # uint64; modulo bias < size / 2^64, negligible
-        out.append((raw % np.uint64(size)).astype(np.int64))
+        out.append((raw % np.uint64(size)).astype(np.int32))
     return jax.tree.unflatten(treedef, out)
 
 
