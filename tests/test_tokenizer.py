@@ -87,3 +87,31 @@ def test_tokenizer_json_without_the_tokenizers_package_is_a_clear_error(tmp_path
     path.write_text("{}")
     with pytest.raises(DataError, match=r"needs the `tokenizers` package"):
         load_tokenizer(str(path))
+
+
+def test_tokenizer_json_when_the_tokenizers_package_is_installed(tmp_path: Path):
+    tokenizers = pytest.importorskip("tokenizers")
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    hf = tokenizers.Tokenizer(models.BPE(unk_token="<unk>"))
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    hf.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=["<unk>", "<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    hf.train_from_iterator(["to be or not to be that is the question"] * 50, trainer)
+    path = tmp_path / "tokenizer.json"
+    hf.save(str(path))
+
+    tok = load_tokenizer(str(path))
+    text = "to be, or not to be!"
+    assert (tok.bos_id, tok.eos_id) == (1, 2)
+    assert tok.encode_document(text) == [1, *tok.encode(text), 2]
+    assert tok.decode(tok.encode_document(text)) == text
+    assert tok.encode_documents([text, "x"]) == [
+        tok.encode_document(text),
+        tok.encode_document("x"),
+    ]
+    assert tok.sha256 == file_sha256(path)
