@@ -1,0 +1,269 @@
+"""The shared outer step against a plain numpy reference, masks, modes, packing, determinism."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.fft
+from _pytrees import plan_for, random_tree
+
+from gauntlet_jax.compress import dct
+from gauntlet_jax.config import load_config
+from gauntlet_jax.errors import InvalidPayload
+from gauntlet_jax.protocol import outer
+
+PLAN = plan_for()
+CFG = load_config("tiny")
+CFG_TENSOR = load_config("tiny", ["protocol.normalise=tensor"])
+
+
+def random_payloads(n_peers: int, seed: int, overlap: bool = True):
+    """Stacked payloads with distinct indices per chunk; with `overlap`, peers share positions."""
+    rng = np.random.default_rng(seed)
+    idx_leaves, val_leaves = [], []
+    for lp in PLAN.leaves:
+        pool = min(lp.chunk_elems, 2 * lp.k) if overlap else lp.chunk_elems
+        idx = np.stack(
+            [rng.permutation(pool)[: lp.k] for _ in range(n_peers * lp.n_chunks)]
+        ).astype(np.int16)
+        idx_leaves.append(idx.reshape(n_peers, *lp.payload_shape))
+        vals = rng.standard_normal((n_peers, *lp.payload_shape)) * rng.uniform(
+            0.1, 10, n_peers
+        ).reshape(-1, *[1] * len(lp.payload_shape))
+        val_leaves.append(vals.astype(np.float32))
+    return PLAN.unflatten(idx_leaves), PLAN.unflatten(val_leaves)
+
+
+def reference_update(idx, vals, mask, mode: str) -> dict[str, np.ndarray]:
+    """GAUNTLET.md §1.6 in float64 numpy: per-peer L2 normalisation, concatenate all peers along
+    the top-k axis, scatter-mean, then scipy's orthonormal inverse DCT per block."""
+    out = {}
+    for lp, i, v in zip(PLAN.leaves, PLAN.flatten(idx), PLAN.flatten(vals), strict=True):
+        v = v.astype(np.float64)
+        if mode == "chunk":
+            v = v / (np.linalg.norm(v, axis=-1, keepdims=True) + 1e-8)
+        else:
+            axes = tuple(range(1 + lp.n_batch, v.ndim))
+            v = v / (np.sqrt(np.sum(v * v, axis=axes, keepdims=True)) + 1e-8)
+        keep = np.flatnonzero(mask)
+        cat_i = (
+            np.concatenate([i[p].reshape(lp.n_chunks, lp.k) for p in keep], axis=1)
+            if len(keep)
+            else np.zeros((lp.n_chunks, 0), int)
+        )
+        cat_v = (
+            np.concatenate([v[p].reshape(lp.n_chunks, lp.k) for p in keep], axis=1)
+            if len(keep)
+            else np.zeros((lp.n_chunks, 0))
+        )
+        sums = np.zeros((lp.n_chunks, lp.chunk_elems))
+        counts = np.zeros((lp.n_chunks, lp.chunk_elems))
+        rows = np.repeat(np.arange(lp.n_chunks)[:, None], cat_i.shape[1], axis=1)
+        np.add.at(sums, (rows, cat_i.astype(int)), cat_v)
+        np.add.at(counts, (rows, cat_i.astype(int)), 1.0)
+        coeffs = np.where(counts > 0, sums / np.maximum(counts, 1), 0.0)
+        coeffs = coeffs.reshape(-1, *lp.chunks)
+        blocks = scipy.fft.idctn(coeffs, axes=tuple(range(1, 1 + len(lp.chunks))), norm="ortho")
+        blocks = blocks.reshape(lp.coeff_shape)
+        out[lp.name] = _unblock(blocks, lp)
+    return out
+
+
+def _unblock(blocks: np.ndarray, lp) -> np.ndarray:
+    """(…, g1, g2, c1, c2) → (…, g1·c1, g2·c2) (and the 1-D analogue)."""
+    b = lp.n_batch
+    if len(lp.chunks) == 1:
+        return blocks.reshape(lp.shape)
+    perm = (*range(b), b, b + 2, b + 1, b + 3)
+    return blocks.transpose(perm).reshape(lp.shape)
+
+
+def _named(tree) -> dict[str, np.ndarray]:
+    return {n: np.array(x) for n, x in zip(PLAN.names, PLAN.flatten(tree), strict=True)}
+
+
+@pytest.mark.parametrize("cfg", [CFG, CFG_TENSOR], ids=["chunk", "tensor"])
+def test_merged_update_matches_numpy_reference(cfg) -> None:
+    idx, vals = random_payloads(4, seed=0)
+    mask = np.array([True, True, False, True])
+    got = _named(outer.merged_update(idx, vals, mask, cfg, PLAN))
+    want = reference_update(idx, vals, mask, cfg.protocol.normalise)
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], atol=1e-6, err_msg=name)
+    signs = _named(outer.aggregate_sign(idx, vals, mask, cfg, PLAN))
+    for name in want:
+        assert signs[name].dtype == np.int8
+        clear = np.abs(want[name]) > 1e-5
+        np.testing.assert_array_equal(signs[name][clear], np.sign(want[name][clear]))
+
+
+def test_modes_differ_and_masked_peers_do_not_count() -> None:
+    idx, vals = random_payloads(3, seed=1)
+    a = _named(outer.merged_update(idx, vals, [True, True, True], CFG, PLAN))
+    b = _named(outer.merged_update(idx, vals, [True, True, True], CFG_TENSOR, PLAN))
+    assert any(not np.allclose(a[n], b[n]) for n in a)
+    # A masked peer's values (even NaN) change nothing.
+    poisoned = jax.tree.map(lambda v: np.concatenate([v[:2], np.full_like(v[2:], np.nan)]), vals)
+    masked = outer.aggregate_sign(idx, poisoned, [True, True, False], CFG, PLAN)
+    only_two = outer.aggregate_sign(
+        jax.tree.map(lambda i: i[:2], idx),
+        jax.tree.map(lambda v: v[:2], vals),
+        [True, True],
+        CFG,
+        PLAN,
+    )
+    for x, y in zip(jax.tree.leaves(masked), jax.tree.leaves(only_two), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_shared_position_gets_the_mean_of_normalised_values() -> None:
+    lp = PLAN.leaves[PLAN.names.index("final_norm")]
+    idx, vals = random_payloads(2, seed=2, overlap=False)
+    i, v = [
+        np.asarray(x).copy()
+        for x in (
+            PLAN.flatten(idx)[PLAN.names.index("final_norm")],
+            PLAN.flatten(vals)[PLAN.names.index("final_norm")],
+        )
+    ]
+    i[:] = np.arange(lp.k)  # both peers send positions 0..31
+    v[0], v[1] = 1.0, -3.0  # normalised: +1/√32 and −1/√32 → mean 0 ...
+    v[1, ..., 0] = 3.0  # ... except position 0, where both are +1/√32
+    new_idx = PLAN.unflatten(
+        [i if n == "final_norm" else x for n, x in zip(PLAN.names, PLAN.flatten(idx), strict=True)]
+    )
+    new_vals = PLAN.unflatten(
+        [v if n == "final_norm" else x for n, x in zip(PLAN.names, PLAN.flatten(vals), strict=True)]
+    )
+    a = _named(outer.merged_update(new_idx, new_vals, [True, True], CFG, PLAN))["final_norm"]
+    want = reference_update(new_idx, new_vals, np.array([True, True]), "chunk")["final_norm"]
+    np.testing.assert_allclose(a, want, atol=1e-7)
+    coeffs = np.asarray(dct.dct_leaf(jnp.asarray(a), lp)).ravel()
+    assert np.all(np.abs(coeffs[1:32]) < 1e-6)  # +x and −x averaged to zero
+    np.testing.assert_allclose(coeffs[0], 1 / np.sqrt(32), rtol=1e-6)
+    assert np.all(np.abs(coeffs[32:]) < 1e-6)
+
+
+def test_outer_step_applies_sign_with_weight_decay() -> None:
+    params = random_tree(3)
+    idx, vals = random_payloads(3, seed=3)
+    mask = [True, False, True]
+    signs = outer.aggregate_sign(idx, vals, mask, CFG, PLAN)
+    lr = 0.01
+    new = outer.outer_step(params, idx, vals, mask, lr, CFG, PLAN)
+    for p, s, n in zip(
+        jax.tree.leaves(params), jax.tree.leaves(signs), jax.tree.leaves(new), strict=True
+    ):
+        np.testing.assert_array_equal(np.asarray(n), p - np.float32(lr) * np.asarray(s, np.float32))
+    cfg_wd = load_config("tiny", ["protocol.weight_decay=0.1"])
+    new = outer.outer_step(params, idx, vals, mask, lr, cfg_wd, PLAN)
+    for p, s, n in zip(
+        jax.tree.leaves(params), jax.tree.leaves(signs), jax.tree.leaves(new), strict=True
+    ):
+        np.testing.assert_allclose(
+            np.asarray(n), p * (1 - lr * 0.1) - lr * np.asarray(s), atol=1e-7
+        )
+    # Nobody valid: A = 0, sign 0, parameters unchanged.
+    same = outer.outer_step(params, idx, vals, [False] * 3, lr, CFG, PLAN)
+    for p, n in zip(jax.tree.leaves(params), jax.tree.leaves(same), strict=True):
+        np.testing.assert_array_equal(np.asarray(n), p)
+
+
+def test_single_peer_sign_matches_a_gather_of_one_and_vmaps() -> None:
+    idx, vals = random_payloads(3, seed=4)
+    batched = jax.vmap(outer.single_peer_sign, in_axes=(0, 0, None))(idx, vals, PLAN)
+    for p in range(3):
+        one_i = jax.tree.map(lambda x, p=p: x[p : p + 1], idx)
+        one_v = jax.tree.map(lambda x, p=p: x[p : p + 1], vals)
+        agg = outer.aggregate_sign(one_i, one_v, [True], CFG, PLAN)
+        single = outer.single_peer_sign(
+            jax.tree.map(lambda x, p=p: x[p], idx), jax.tree.map(lambda x, p=p: x[p], vals), PLAN
+        )
+        for a, s, b in zip(
+            jax.tree.leaves(agg), jax.tree.leaves(single), jax.tree.leaves(batched), strict=True
+        ):
+            a, s = np.asarray(a), np.asarray(s)
+            assert np.mean(a != s) < 1e-3  # only where A is at rounding level
+            np.testing.assert_array_equal(s, np.asarray(b)[p])
+
+
+def test_pack_unpack_signs_round_trip_with_zeros() -> None:
+    idx, vals = random_payloads(2, seed=5)
+    signs = _named(outer.aggregate_sign(idx, vals, [True, True], CFG, PLAN))
+    signs["final_norm"][:5] = 0
+    tree = PLAN.unflatten([signs[n] for n in PLAN.names])
+    packed = outer.pack_signs(tree, PLAN)
+    assert set(packed) == {f"{n}.pos" for n in PLAN.names} | {"final_norm.zero"}
+    assert packed["layers.w.pos"].nbytes == 3 * 128 * 64 // 8
+    back = _named(outer.unpack_signs(packed, PLAN))
+    for n in PLAN.names:
+        np.testing.assert_array_equal(back[n], signs[n])
+    with pytest.raises(InvalidPayload, match="malformed aggregate"):
+        outer.unpack_signs({k: v for k, v in packed.items() if k != "embed.pos"}, PLAN)
+    with pytest.raises(InvalidPayload, match="malformed aggregate"):
+        outer.unpack_signs(packed | {"embed.pos": packed["embed.pos"][:-1]}, PLAN)
+    # Replaying the unpacked aggregate is bit-identical to the live outer step.
+    params = random_tree(6)
+    live = outer.outer_step(params, idx, vals, [True, True], 0.01, CFG, PLAN)
+    plain = _named(outer.aggregate_sign(idx, vals, [True, True], CFG, PLAN))
+    replay = outer.apply_sign(
+        params,
+        outer.unpack_signs(
+            outer.pack_signs(PLAN.unflatten([plain[n] for n in PLAN.names]), PLAN), PLAN
+        ),
+        0.01,
+        CFG,
+    )
+    for a, b in zip(jax.tree.leaves(live), jax.tree.leaves(replay), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+_DETERMINISM_SCRIPT = textwrap.dedent(
+    """
+    import hashlib, sys
+    sys.path.insert(0, sys.argv[1])
+    import jax, numpy as np
+    from test_outer import CFG, PLAN, random_payloads
+    from _pytrees import random_tree
+    from gauntlet_jax.protocol import outer
+    idx, vals = random_payloads(5, seed=7)
+    new = outer.outer_step(random_tree(8), idx, vals, [True, True, False, True, True], 3e-3, CFG, PLAN)
+    h = hashlib.sha256()
+    for leaf in jax.tree.leaves(new):
+        h.update(np.asarray(leaf).tobytes())
+    print(h.hexdigest())
+    """
+)
+
+
+def test_outer_step_is_bit_identical_across_processes() -> None:
+    tests_dir = str(Path(__file__).parent)
+    root = str(Path(__file__).parent.parent)
+    env = {"JAX_PLATFORMS": "cpu", "PYTHONPATH": root, "PATH": "/usr/bin:/bin"}
+    digests = [
+        subprocess.run(
+            [sys.executable, "-c", _DETERMINISM_SCRIPT, tests_dir],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=env,
+            timeout=300,
+        ).stdout.strip()
+        for _ in range(2)
+    ]
+    idx, vals = random_payloads(5, seed=7)
+    new = outer.outer_step(
+        random_tree(8), idx, vals, [True, True, False, True, True], 3e-3, CFG, PLAN
+    )
+    h = hashlib.sha256()
+    for leaf in jax.tree.leaves(new):
+        h.update(np.asarray(leaf).tobytes())
+    assert digests[0] == digests[1] == h.hexdigest()
