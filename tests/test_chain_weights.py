@@ -110,9 +110,7 @@ def test_commit_hash_is_blake2b_of_the_scale_tuple(n):
 def test_commit_hash_depends_on_every_field():
     base = (bytes(32), 1, [0, 1], [65535, 3], [9] * 8, 7)
     reference = wm.weight_commit_hash(*base)
-    for i, changed in enumerate(
-        [bytes([1]) + bytes(31), 2, [1, 0], [65535, 4], [9] * 7 + [8], 8]
-    ):
+    for i, changed in enumerate([bytes([1]) + bytes(31), 2, [1, 0], [65535, 4], [9] * 7 + [8], 8]):
         args = list(base)
         args[i] = changed
         assert wm.weight_commit_hash(*args) != reference, f"field {i} does not enter the hash"
