@@ -89,6 +89,8 @@ def test_blame_goes_to_the_later_uploader():
     stamps = {10: 5.0, 20: 3.0, 30: 4.0}
     found = find_overlaps(uids, m, stamps, threshold=0.4)
     assert found == [OverlapFinding(10, 20, 0.45, 10), OverlapFinding(20, 30, 0.7, 30)]
+    masked = find_overlaps(uids, m, stamps, threshold=0.4, valid=[True, True, False])
+    assert masked == [OverlapFinding(10, 20, 0.45, 10)]  # 30 is a placeholder row: skipped
     tie = find_overlaps(uids, m, {10: 1.0, 20: 1.0, 30: 9.0}, threshold=0.4)
     assert tie[0].offender == 10  # exact tie: the pair's first, as the reference's >=
     assert offender_overlaps([OverlapFinding(1, 2, 0.45, 2), OverlapFinding(3, 2, 0.6, 2)]) == {

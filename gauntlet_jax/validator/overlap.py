@@ -89,15 +89,25 @@ def find_overlaps(
     matrix: Any,
     last_modified: Mapping[int, float],
     threshold: float,
+    valid: Sequence[bool] | None = None,
 ) -> list[OverlapFinding]:
     """Pairs (i < j in `uids` order) with overlap M[i, j] ≥ threshold; the later uploader is
-    the offender (ties: the pair's first peer, as the reference's `>=`)."""
+    the offender (ties: the pair's first peer, as the reference's `>=`).
+
+    `valid` (e.g. the mask of `compress.codec.stack_payloads`) marks rows that hold a real
+    payload; pairs with a placeholder row are skipped.
+    """
     m = np.asarray(matrix, dtype=np.float64)
     n = len(uids)
     if m.shape != (n, n):
         raise ValueError(f"overlap matrix shape {m.shape} does not match {n} uids")
+    ok = [True] * n if valid is None else [bool(v) for v in valid]
+    if len(ok) != n:
+        raise ValueError(f"valid mask has {len(ok)} entries for {n} uids")
     found = []
     for i, j in zip(*np.triu_indices(n, k=1), strict=True):
+        if not (ok[i] and ok[j]):
+            continue
         value = float(m[i, j])
         if value >= threshold:
             a, b = uids[i], uids[j]
