@@ -11,14 +11,17 @@ import pytest
 
 from gauntlet_jax.config import ValidatorConfig
 from gauntlet_jax.errors import InvalidPayload
+from gauntlet_jax.protocol.probes import (
+    gather_probes,
+    probe_counts,
+    probe_indices,
+    validate_probe_values,
+)
 from gauntlet_jax.validator.checks import (
     active_uids,
     apply_inactivity,
     binary_indicator,
-    gather_probes,
     is_out_of_sync,
-    probe_counts,
-    probe_indices,
     put_window_status,
     record_evaluation,
     relative_improvement,
@@ -26,7 +29,6 @@ from gauntlet_jax.validator.checks import (
     steps_behind,
     sync_score,
     update_bma,
-    validate_probe_values,
     zero_on_invalid_eval,
 )
 from gauntlet_jax.validator.state import PeerRecord
@@ -273,3 +275,21 @@ def test_record_evaluation():
     with pytest.raises(ValueError, match="non-finite"):
         record_evaluation(rec, 12, {**losses, "loss_after_own": float("nan")}, 0.0, CFG)
     assert relative_improvement(0.0, 1.0) == 0.0
+
+
+def test_probe_object_round_trip_and_hostile_inputs():
+    from gauntlet_jax.protocol.probes import decode_probes, encode_probes
+
+    values = np.arange(5, dtype=np.float32)
+    data = encode_probes(3, 7, values)
+    np.testing.assert_array_equal(decode_probes(data, uid=3, window=7, expected_len=5), values)
+    with pytest.raises(InvalidPayload, match=r"peer 3: bad probes.*window 7"):
+        decode_probes(data, uid=3, window=8, expected_len=5)
+    with pytest.raises(InvalidPayload, match="peer 3: bad probes"):
+        decode_probes(data, uid=3, window=7, expected_len=6)
+    for junk in (b"", b"\x00" * 7, b"\xff" * 64, data[:-3], data + b"x" * 10_000):
+        with pytest.raises(InvalidPayload):
+            decode_probes(junk, uid=3, window=7, expected_len=5)
+    nan = encode_probes(3, 7, np.array([0, np.nan, 0, 0, 0], np.float32))
+    with pytest.raises(InvalidPayload, match="non-finite"):
+        decode_probes(nan, uid=3, window=7, expected_len=5)

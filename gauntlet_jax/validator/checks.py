@@ -2,10 +2,9 @@
 
 - Put window: an upload counts only if the server's timestamp lies in [t_min, t_min + Δ], t_min
   being the chain timestamp of the first block of the next window.
-- Sync probes: instead of the reference's two fixed positions per tensor, a few hundred positions
-  drawn per window from a public seed, so a peer cannot keep only known positions in sync. The
-  peer publishes its parameter values there after the window's update; x = mean |Δ| / α_t is
-  how many outer steps it is behind, sync = (1 − min(x, 5)/5)^2.5.
+- Sync: the peer publishes its parameter values at public per-window probe positions
+  (`protocol.probes`) after the window's update; x = mean |Δ| / α_t is how many outer steps it
+  is behind, sync = (1 − min(x, 5)/5)^2.5.
 - Slashes, inactivity and the own-vs-random evidence (b, BMA) as pure functions on a
   `PeerRecord`.
 """
@@ -17,12 +16,9 @@ import math
 from collections.abc import Collection, Mapping
 from typing import Any, Literal
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from gauntlet_jax.config import ValidatorConfig
-from gauntlet_jax.errors import InvalidPayload
 from gauntlet_jax.validator.state import LOSS_KEYS, SLASH_REASONS, PeerRecord
 
 PutStatus = Literal["ok", "too_early", "too_late"]
@@ -51,91 +47,7 @@ def put_window_status(
 
 
 # ---------------------------------------------------------------------------------------------
-# Sync probes
-
-
-def _leaf_sizes(abstract_params: Any) -> list[int]:
-    return [int(math.prod(leaf.shape)) for leaf in jax.tree.leaves(abstract_params)]
-
-
-def probe_counts(abstract_params: Any, n_probes: int) -> list[int]:
-    """How many probes each leaf gets: one each, the rest proportional to size.
-
-    Every tensor is probed (so a peer cannot leave, say, a norm scale out of sync), and big
-    tensors get most probes. The remainder is shared by largest remainder, ties to the earlier
-    leaf. The total is max(n_probes, number of leaves). Depends only on shapes.
-    """
-    sizes = _leaf_sizes(abstract_params)
-    if not sizes:
-        return []
-    if any(s == 0 for s in sizes):
-        raise ValueError("cannot probe an empty parameter")
-    extra = max(0, n_probes - len(sizes))
-    total = sum(sizes)
-    exact = [extra * s / total for s in sizes]
-    counts = [math.floor(e) for e in exact]
-    left = extra - sum(counts)
-    by_remainder = sorted(range(len(sizes)), key=lambda i: (-(exact[i] - counts[i]), i))
-    for i in by_remainder[:left]:
-        counts[i] += 1
-    return [c + 1 for c in counts]
-
-
-def probe_indices(window: int, seed: int, abstract_params: Any, n_probes: int) -> Any:
-    """Flat probe positions per leaf (a pytree like `abstract_params` of int32 arrays).
-
-    Positions are uniform over each leaf (with replacement; a repeat only re-checks a position)
-    and depend only on (seed, window, leaf order, shapes). They are drawn from numpy's PCG64
-    raw output rather than `jax.random`, whose bits changed across JAX releases (the
-    `jax_threefry_partitionable` default): miners and validators on different JAX versions
-    must compute the same positions or every honest peer would look out of sync.
-    """
-    if seed < 0 or window < 0:
-        raise ValueError(f"seed and window must be non-negative, got {seed}, {window}")
-    leaves, treedef = jax.tree.flatten(abstract_params)
-    counts = probe_counts(abstract_params, n_probes)
-    out = []
-    for leaf_index, (leaf, count) in enumerate(zip(leaves, counts, strict=True)):
-        size = int(math.prod(leaf.shape))
-        if size > np.iinfo(np.int32).max:
-            raise ValueError(f"leaf {leaf_index} has {size} elements; probes index with int32")
-        bits = np.random.PCG64(np.random.SeedSequence([seed, window, leaf_index]))
-        raw = bits.random_raw(count)  # uint64; modulo bias < size / 2^64, negligible
-        out.append((raw % np.uint64(size)).astype(np.int32))
-    return jax.tree.unflatten(treedef, out)
-
-
-def gather_probes(params: Any, probe_idx: Any) -> jax.Array:
-    """Parameter values at the probe positions, concatenated in leaf order, as float32.
-
-    Jit-friendly (close over `probe_idx` or pass it as an argument); positions are unravelled
-    to per-axis indices so a sharded parameter is gathered without a flattening reshape.
-    """
-    leaves = jax.tree.leaves(params)
-    idx_leaves = jax.tree.leaves(probe_idx)
-    if len(leaves) != len(idx_leaves):
-        raise ValueError(f"probe indices have {len(idx_leaves)} leaves, params {len(leaves)}")
-    parts = []
-    for p, idx in zip(leaves, idx_leaves, strict=True):
-        coords = jnp.unravel_index(jnp.asarray(idx), p.shape)
-        parts.append(p[coords].astype(jnp.float32))
-    return jnp.concatenate(parts) if parts else jnp.zeros((0,), jnp.float32)
-
-
-def validate_probe_values(values: Any, expected_len: int, uid: int | None) -> np.ndarray:
-    """A peer's published probe values, checked: a 1-D float32 array of the expected length,
-    all finite. Anything else raises InvalidPayload naming the peer."""
-    if not isinstance(values, np.ndarray):
-        raise InvalidPayload(
-            uid, "bad probes", f"expected a numpy array, got {type(values).__name__}"
-        )
-    if values.dtype != np.float32:
-        raise InvalidPayload(uid, "bad probes", f"dtype {values.dtype}, expected float32")
-    if values.ndim != 1 or values.shape[0] != expected_len:
-        raise InvalidPayload(uid, "bad probes", f"shape {values.shape}, expected ({expected_len},)")
-    if not np.all(np.isfinite(values)):
-        raise InvalidPayload(uid, "bad probes", "non-finite values")
-    return values
+# Sync
 
 
 def steps_behind(validator_vals: Any, peer_vals: Any, lr: float) -> tuple[float, float]:
