@@ -1,0 +1,322 @@
+"""The subtensor client against our loopback node serving the real subtensor metadata (2025-09).
+
+The node decodes every extrinsic against that metadata and checks its sr25519 signature over a
+signing payload it rebuilds itself, so these tests pin down what goes on the wire: pallet, call,
+arguments, signer, nonce, and how every pallet error and pool rejection comes back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import statistics
+import time
+
+import pytest
+
+from gauntlet_jax.chain import base
+from gauntlet_jax.chain.keys import hotkey_from_secret
+from gauntlet_jax.chain.subtensor import SubtensorChain
+from tests.chain_node import BLOCK_TIME_MS, GENESIS_TIMESTAMP_MS, LoopbackNode, load_codec
+
+NETUID = 3
+ALICE, BOB, CHARLIE, EVE = (
+    hotkey_from_secret(u) for u in ("//Alice", "//Bob", "//Charlie", "//Eve")
+)
+
+
+@pytest.fixture(scope="module")
+def codec(shared_dir):
+    return load_codec(shared_dir)
+
+
+@pytest.fixture(scope="module")
+def node(codec, shared_dir):
+    v15 = (shared_dir / "chain" / "subtensor_metadata_v15.hex").read_text().strip()
+    node = LoopbackNode(codec, v15_hex=v15)
+    node.start()
+    seed_subnet(node)
+    node.advance(5)
+    yield node
+    node.stop()
+
+
+def seed_subnet(node: LoopbackNode) -> None:
+    neurons = (ALICE, BOB, CHARLIE)
+    node.seed("SubtensorModule", "NetworksAdded", [NETUID], True)
+    node.seed("SubtensorModule", "SubnetworkN", [NETUID], len(neurons))
+    for uid, key in enumerate(neurons):
+        node.seed("SubtensorModule", "Keys", [NETUID, uid], key.ss58_address)
+        node.seed("SubtensorModule", "Uids", [NETUID, key.ss58_address], uid)
+        node.seed(
+            "SubtensorModule",
+            "TotalHotkeyAlpha",
+            [key.ss58_address, NETUID],
+            (uid + 1) * 2_500_000_000,
+        )
+    node.seed("SubtensorModule", "LastUpdate", [NETUID], [0, 0, 0])
+    node.seed("SubtensorModule", "ValidatorPermit", [NETUID], [True, False, False])
+    node.seed("SubtensorModule", "WeightsSetRateLimit", [NETUID], 0)
+    # The runtime's storage default is on; this subnet runs plain set_weights.
+    node.seed("SubtensorModule", "CommitRevealWeightsEnabled", [NETUID], False)
+
+
+@pytest.fixture(scope="module")
+def alice(node):
+    chain = SubtensorChain(node.url, ALICE, timeout_s=10)
+    yield chain
+    chain.close()
+
+
+def last(node: LoopbackNode):
+    return node.submitted[-1]
+
+
+def test_metagraph_reads_seeded_storage(alice, node):
+    graph = alice.metagraph(NETUID)
+    assert graph.block == node.head.number
+    assert graph.uids.tolist() == [0, 1, 2]
+    assert graph.hotkeys == (ALICE.ss58_address, BOB.ss58_address, CHARLIE.ss58_address)
+    assert graph.stake.tolist() == [2.5, 5.0, 7.5]  # TotalHotkeyAlpha in rao / 1e9
+    assert graph.validator_permit.tolist() == [True, False, False]
+    assert graph.last_update.tolist() == [0, 0, 0]
+    with pytest.raises(base.SubnetNotExists):
+        alice.metagraph(NETUID + 1)
+
+
+def test_block_clock_and_timestamps(alice, node):
+    head = node.head.number
+    assert alice.current_block() == head
+    assert alice.window(2) == head // 2
+    assert alice.block_timestamp(2) == (GENESIS_TIMESTAMP_MS + 2 * BLOCK_TIME_MS) / 1000
+    with pytest.raises(base.ChainError, match="not found"):
+        alice.block_timestamp(head + 100)
+
+
+def test_set_weights_goes_on_the_wire_signed_and_decodable(alice, node):
+    before = len(node.submitted)
+    result = alice.set_weights(NETUID, [0, 1, 2], [0.2, 1.0, 0.5], version_key=42)
+    assert len(node.submitted) == before + 1
+    sent = last(node)
+    assert (sent.call_module, sent.call_function) == ("SubtensorModule", "set_weights")
+    assert sent.call_args == {
+        "netuid": NETUID,
+        "dests": [0, 1, 2],
+        "weights": [13107, 65535, 32768],
+        "version_key": 42,
+    }
+    assert sent.signer == ALICE.ss58_address
+    assert sent.signature_valid and sent.era == "00" and sent.tip == 0
+    assert result.included and result.method == "set_weights" and result.block == sent.block
+    assert result.extrinsic_hash == "0x" + hashlib.blake2b(sent.raw, digest_size=32).hexdigest()
+    assert (result.uids, result.values) == ((0, 1, 2), (13107, 65535, 32768))
+
+
+def test_node_rejects_tampered_signatures(alice, node):
+    alice.set_weights(NETUID, [1], [1.0], 1)
+    raw = bytearray(last(node).raw)
+    assert node.decode_extrinsic(bytes(raw)).signature_valid
+    signature_at = len(raw) - len(raw[raw.index(0x84) :]) + 35  # after version + address
+    tampered = bytearray(raw)
+    tampered[signature_at + 5] ^= 0x01
+    assert not node.decode_extrinsic(bytes(tampered)).signature_valid
+    tampered = bytearray(raw)
+    tampered[-1] ^= 0x01  # the version_key: the call no longer matches what was signed
+    assert not node.decode_extrinsic(bytes(tampered)).signature_valid
+
+
+def test_nonces_follow_the_chain_and_increment(alice, node):
+    account = "0x" + ALICE.public_key.hex()
+    node.nonces[account] = max(node.nonces.get(account, 0), 40)
+    alice.set_weights(NETUID, [1], [1.0], 0)
+    alice.commit(NETUID, "gs://bucket-a/prefix")
+    assert [x.nonce for x in node.submitted[-2:]] == [40, 41]
+    bob = alice.with_hotkey(BOB)
+    bob.commit(NETUID, "gs://bucket-b/prefix")
+    assert (last(node).signer, last(node).nonce) == (
+        BOB.ss58_address,
+        node.nonces["0x" + BOB.public_key.hex()] - 1,
+    )
+
+
+def test_commit_call_and_commitment_reads(alice, node):
+    alice.commit(NETUID, "gs://bucket-a/p key=K1")
+    sent = last(node)
+    assert (sent.call_module, sent.call_function) == ("Commitments", "set_commitment")
+    assert sent.call_args["netuid"] == NETUID
+    (field,) = sent.call_args["info"]["fields"]
+    assert list(field) == ["Raw22"]
+    assert bytes.fromhex(field["Raw22"][2:]) == b"gs://bucket-a/p key=K1"
+
+    def seed(key, fields):
+        node.seed(
+            "Commitments",
+            "CommitmentOf",
+            [NETUID, key.ss58_address],
+            {"deposit": 0, "block": 1, "info": {"fields": [fields]}},
+        )
+
+    seed(ALICE, [{"Raw22": "0x" + b"gs://bucket-a/p key=K1".hex()}])
+    seed(BOB, [{"Raw5": "0x" + b"ev\x1bl!".hex()}])  # an escape sequence: hostile
+    assert alice.get_commitment(NETUID, 0) == "gs://bucket-a/p key=K1"
+    assert alice.get_commitment(NETUID, ALICE.ss58_address) == "gs://bucket-a/p key=K1"
+    with pytest.raises(base.ChainDataError, match="forbidden"):
+        alice.get_commitment(NETUID, 1)
+    assert alice.get_commitment(NETUID, 2) is None
+    seed(CHARLIE, [{"Sha256": "0x" + "ab" * 32}])
+    with pytest.raises(base.ChainDataError, match="not raw data"):
+        alice.get_commitment(NETUID, 2)
+    assert alice.get_commitments(NETUID) == {0: "gs://bucket-a/p key=K1"}
+    before = len(node.submitted)
+    with pytest.raises(base.ChainDataError):
+        alice.commit(NETUID, "x" * 129)
+    assert len(node.submitted) == before
+
+
+TYPED = [
+    ("SettingWeightsTooFast", base.SettingWeightsTooFast),
+    ("IncorrectWeightVersionKey", base.IncorrectWeightVersionKey),
+    ("CommitRevealEnabled", base.CommitRevealEnabled),
+    ("WeightVecNotEqualSize", base.WeightVecNotEqualSize),
+    ("UidVecContainInvalidOne", base.UidVecContainInvalidOne),
+    ("UidsLengthExceedUidsInSubNet", base.UidsLengthExceedUidsInSubNet),
+    ("HotKeyNotRegisteredInSubNet", base.NotRegistered),
+    ("DuplicateUids", base.DuplicateUids),
+    ("NeuronNoValidatorPermit", base.NeuronNoValidatorPermit),
+    ("WeightVecLengthIsLow", base.WeightVecLengthIsLow),
+    ("MaxWeightExceeded", base.MaxWeightExceeded),
+    ("NotEnoughStakeToSetWeights", base.NotEnoughStakeToSetWeights),
+    ("SubnetNotExists", base.SubnetNotExists),
+    ("CanNotSetRootNetworkWeights", base.CanNotSetRootNetworkWeights),
+    ("TxRateLimitExceeded", base.PalletError),  # no class of its own: a PalletError by name
+]
+
+
+@pytest.mark.parametrize(("name", "cls"), TYPED, ids=[t[0] for t in TYPED])
+def test_pallet_errors_come_back_typed(alice, node, name, cls):
+    node.fail_next(name)
+    with pytest.raises(cls) as info:
+        alice.set_weights(NETUID, [0, 1], [0.5, 1.0], 0)
+    assert info.value.name == name and info.value.pallet == "SubtensorModule"
+    assert last(node).outcome == f"failed {name}"
+
+
+def test_error_of_another_pallet(alice, node):
+    node.fail_next("TooManyFieldsInCommitmentInfo", pallet="Commitments")
+    with pytest.raises(base.PalletError) as info:
+        alice.commit(NETUID, "gs://x")
+    assert (info.value.pallet, info.value.name) == ("Commitments", "TooManyFieldsInCommitmentInfo")
+
+
+def test_every_typed_error_name_exists_in_the_runtime(codec):
+    names = set(codec.error_names("SubtensorModule"))
+    older = {"SubNetworkDoesNotExist"}  # spec 218 (raonet); renamed SubnetNotExists since
+    for name, cls in base.PALLET_ERRORS.items():
+        if cls.pallet_default == "SubtensorModule" and name not in older:
+            assert name in names, f"{name} is not a SubtensorModule error of the 2025-09 runtime"
+
+
+def test_pool_rejection_is_typed_and_the_nonce_recovers(alice, node):
+    node.reject_next(1)
+    with pytest.raises(base.TransactionRejected) as info:
+        alice.set_weights(NETUID, [1], [1.0], 0)
+    assert (info.value.code, info.value.reason) == (1, "StakeAmountTooLow")
+    result = alice.set_weights(NETUID, [1], [1.0], 0)
+    assert result.included and last(node).outcome == "success"
+
+
+def test_rate_limit_and_registration_are_checked_before_sending(alice, node):
+    head = node.head.number
+    node.seed("SubtensorModule", "LastUpdate", [NETUID], [head, 0, 0])
+    node.seed("SubtensorModule", "WeightsSetRateLimit", [NETUID], 10)
+    before = len(node.submitted)
+    try:
+        with pytest.raises(base.SettingWeightsTooFast, match="9 blocks to go; checked locally"):
+            alice.set_weights(NETUID, [1], [1.0], 0)
+        with pytest.raises(base.NotRegistered):
+            alice.with_hotkey(EVE).set_weights(NETUID, [1], [1.0], 0)
+        assert len(node.submitted) == before
+        node.advance(9)  # the extrinsic would run at head + 10: allowed
+        assert alice.set_weights(NETUID, [1], [1.0], 0).included
+    finally:
+        node.seed("SubtensorModule", "WeightsSetRateLimit", [NETUID], 0)
+
+
+def test_all_zero_weights_send_nothing(alice, node):
+    before = len(node.submitted)
+    result = alice.set_weights(NETUID, [0, 1], [0.0, 0.0], 0)
+    assert not result.included and result.method == "none"
+    assert len(node.submitted) == before
+
+
+def test_timelocked_commit_reveal_fails_clearly(alice, node):
+    node.seed("SubtensorModule", "CommitRevealWeightsEnabled", [NETUID], True)
+    before = len(node.submitted)
+    try:
+        with pytest.raises(base.TimelockedCommitRevealUnsupported, match="nothing was sent"):
+            alice.set_weights(NETUID, [1], [1.0], 0)
+        with pytest.raises(base.TimelockedCommitRevealUnsupported):
+            alice.commit_timelocked_weights(NETUID)
+        assert len(node.submitted) == before
+    finally:
+        node.seed("SubtensorModule", "CommitRevealWeightsEnabled", [NETUID], False)
+
+
+def test_reconnects_after_a_dropped_websocket(alice, node):
+    node.drop_connections()
+    assert alice.current_block() == node.head.number
+    node.drop_connections()
+    assert alice.set_weights(NETUID, [1], [1.0], 0).included
+
+
+def test_a_dropped_submission_is_resent_once_and_never_applied_twice(alice, node):
+    before = len(node.submitted)
+    node.drop_after_next_submit()
+    with pytest.raises(base.ChainConnectionError, match="unconfirmed"):
+        alice.set_weights(NETUID, [1], [1.0], 0)
+    first, resent = node.submitted[before:]
+    assert first.raw == resent.raw and first.outcome == "success" and resent.outcome == "stale"
+    assert alice.set_weights(NETUID, [1], [1.0], 0).included  # the nonce moved on
+
+
+def test_timeouts(node):
+    chain = SubtensorChain(node.url, ALICE, timeout_s=1.0)
+    try:
+        node.stall_next(1)
+        assert chain.current_block() == node.head.number  # one silent answer: retried
+        node.stall_next(2)
+        started = time.monotonic()
+        with pytest.raises(base.ChainTimeout):
+            chain.current_block()
+        assert time.monotonic() - started < 5
+        assert chain.current_block() == node.head.number
+    finally:
+        chain.close()
+
+
+def test_unreachable_endpoint():
+    with pytest.raises(base.ChainConnectionError):
+        SubtensorChain("ws://127.0.0.1:9", None, timeout_s=1)
+
+
+def test_v15_metadata_is_served_and_describes_the_same_runtime(alice, node, codec):
+    versions = alice.substrate.rpc_request("state_call", ["Metadata_metadata_versions", "0x"])[
+        "result"
+    ]
+    assert versions == "0x" + codec.encode("Vec<u32>", [14, 15]).hex()
+    blob = bytes.fromhex(node.v15_hex[2:])
+    # Option<OpaqueMetadata>: Some, compact length, then "meta" and version 15.
+    assert blob[0] == 1 and blob[5:9] == b"meta" and blob[9] == 15
+    for name in codec.error_names("SubtensorModule"):
+        assert name.encode() in blob
+
+
+def test_weights_round_trip_time(alice, node, record_property):
+    times = []
+    for i in range(5):
+        started = time.perf_counter()
+        alice.set_weights(NETUID, [0, 1, 2], [1.0, 0.5, 0.25 + i], 0)
+        times.append(time.perf_counter() - started)
+    median = statistics.median(times)
+    record_property("loopback_weights_round_trip_s", median)
+    print(f"\nloopback node: set_weights round trip (included) median {median * 1000:.0f} ms")
+    assert median < 10
