@@ -53,6 +53,8 @@ class ModelConfig:
 class MeshConfig:
     """Device mesh sizes; -1 fills with the remaining devices (at most one axis may be -1)."""
 
+    # Candidate axis: the validator's vmap over peers' pseudo-gradients can be spread over it.
+    peers: int = 1
     data: int = -1
     fsdp: int = 1
     tensor: int = 1
@@ -184,10 +186,25 @@ class StorageConfig:
     """Where this node's objects live: a local directory or gs://bucket/prefix."""
 
     bucket: str = "runs/local/buckets/{hotkey}"
+    # Per-request timeouts (GAUNTLET.md §7: GET 15 s). A large object's put is chunked, and the
+    # timeout applies to each chunk's request.
     get_timeout_s: float = 15.0
     put_timeout_s: float = 60.0
-    retries: int = 5
+    # GCS retries 429/5xx/connection errors with exponential backoff (from backoff_s, doubling,
+    # at most backoff_max_s) until retry_deadline_s has passed, then raises StorageError.
+    # (google-api-core's Retry bounds time, not attempts.)
+    retry_deadline_s: float = 30.0
     backoff_s: float = 0.5
+    backoff_max_s: float = 8.0
+    # Objects above this size go up as a resumable upload in chunks of resumable_chunk_bytes
+    # (a multiple of 256 KiB), so a failure resends one chunk, not the whole object.
+    resumable_threshold_bytes: int = 16 * 1024 * 1024
+    resumable_chunk_bytes: int = 16 * 1024 * 1024
+    # GCS credentials: a service-account JSON file; empty = application-default credentials.
+    # anonymous = no credentials at all (reading public-read buckets).
+    credentials_file: str = ""
+    anonymous: bool = False
+    project: str = ""
     checkpoint_dir: str = "runs/local/checkpoints/{hotkey}"
 
 
