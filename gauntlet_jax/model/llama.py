@@ -327,3 +327,18 @@ def loss_fn(params: Params, tokens_BT: jax.Array, cfg: ModelConfig) -> jax.Array
     """Mean next-token cross-entropy over counted targets (fp32 scalar); 0 when none count."""
     total, count = loss_and_count(params, tokens_BT, cfg)
     return total / jnp.maximum(count, 1.0)
+
+
+def batches_loss_and_count(
+    params: Params, batches_NBT: jax.Array, cfg: ModelConfig
+) -> tuple[jax.Array, jax.Array]:
+    """`loss_and_count` summed over N batches [N, B, T] with `lax.scan` (one batch in memory at a
+    time); sum / count is the exact mean over every counted target."""
+
+    def step(carry: tuple[jax.Array, jax.Array], tokens_BT: jax.Array) -> tuple[Any, None]:
+        total, count = loss_and_count(params, tokens_BT, cfg)
+        return (carry[0] + total, carry[1] + count), None
+
+    zero = jnp.zeros((), jnp.float32)
+    (total, count), _ = jax.lax.scan(step, (zero, zero), batches_NBT)
+    return total, count
