@@ -21,7 +21,10 @@ import asyncio
 import hashlib
 import itertools
 import json
+import socket
+import subprocess
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -594,3 +597,67 @@ class LoopbackNode:
 
 def load_codec(shared_dir: Path) -> RuntimeCodec:
     return RuntimeCodec((shared_dir / "chain" / "subtensor_metadata_v14.hex").read_text())
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ChopsticksNode:
+    """The real subtensor runtime (wasm from the chain spec) run by Chopsticks on 127.0.0.1,
+    building a block per extrinsic (`--build-block-mode Instant`); no network access needed."""
+
+    def __init__(self, binary: str, chain_spec: Path, log_path: Path) -> None:
+        self.binary = binary
+        self.chain_spec = chain_spec
+        self.log_path = log_path
+        self.port = free_port()
+        self._proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 240.0) -> str:
+        command = [
+            self.binary,
+            "--genesis",
+            str(self.chain_spec),
+            "--build-block-mode",
+            "Instant",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+        ]
+        log = self.log_path.open("wb")
+        self._proc = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+        log.close()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if b"RPC listening" in self.log_path.read_bytes():
+                return self.url
+            if self._proc.poll() is not None:
+                raise RuntimeError(
+                    f"chopsticks exited with {self._proc.returncode}:\n{self.log_tail()}"
+                )
+            time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"chopsticks did not listen within {timeout_s} s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> None:
+        if self._proc is None or self._proc.poll() is not None:
+            return
+        self._proc.terminate()
+        try:
+            self._proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait(15)
