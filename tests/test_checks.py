@@ -17,12 +17,12 @@ from gauntlet_jax.protocol.probes import (
     probe_indices,
     validate_probe_values,
 )
+from gauntlet_jax.protocol.schedule import put_window_status
 from gauntlet_jax.validator.checks import (
     active_uids,
     apply_inactivity,
     binary_indicator,
     is_out_of_sync,
-    put_window_status,
     record_evaluation,
     relative_improvement,
     slash,

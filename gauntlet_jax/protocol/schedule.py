@@ -12,6 +12,7 @@ CosineAnnealingWarmRestarts(T_0, T_mult, eta_min)], milestones=[W])` once per ap
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -97,3 +98,24 @@ def outer_lr(step: int | jax.Array, p: ProtocolConfig) -> float | jax.Array:
             raise ValueError(f"step must be ≥ 0, got {step}")
         return _outer_lr_py(step, p)
     return _outer_lr_jnp(step, p)
+
+
+PutStatus = Literal["ok", "too_early", "too_late"]
+
+
+def put_window_status(
+    last_modified: float, window_end_time: float, put_window_s: float
+) -> PutStatus:
+    """Whether an object's server timestamp lies in the window's put window (§2.2).
+
+    `window_end_time` is the chain timestamp of the first block of the next window (t_min);
+    the put window is [t_min, t_min + put_window_s], both ends inclusive. Too early and too
+    late both count as missing.
+    """
+    if not (math.isfinite(last_modified) and math.isfinite(window_end_time)):
+        raise ValueError(f"timestamps must be finite, got {last_modified}, {window_end_time}")
+    if last_modified < window_end_time:
+        return "too_early"
+    if last_modified > window_end_time + put_window_s:
+        return "too_late"
+    return "ok"

@@ -14,37 +14,12 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Collection, Mapping
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from gauntlet_jax.config import ValidatorConfig
 from gauntlet_jax.validator.state import LOSS_KEYS, SLASH_REASONS, PeerRecord
-
-PutStatus = Literal["ok", "too_early", "too_late"]
-
-
-# ---------------------------------------------------------------------------------------------
-# Put window
-
-
-def put_window_status(
-    last_modified: float, window_end_time: float, put_window_s: float
-) -> PutStatus:
-    """Whether an object's server timestamp lies in the window's put window (§2.2).
-
-    `window_end_time` is the chain timestamp of the first block of the next window (t_min);
-    the put window is [t_min, t_min + put_window_s], both ends inclusive. Too early and too
-    late both count as missing.
-    """
-    if not (math.isfinite(last_modified) and math.isfinite(window_end_time)):
-        raise ValueError(f"timestamps must be finite, got {last_modified}, {window_end_time}")
-    if last_modified < window_end_time:
-        return "too_early"
-    if last_modified > window_end_time + put_window_s:
-        return "too_late"
-    return "ok"
-
 
 # ---------------------------------------------------------------------------------------------
 # Sync
