@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from chain_node import ChopsticksNode
 
 from gauntlet_jax.chain import base
 from gauntlet_jax.chain import weights as wm
 from gauntlet_jax.chain.keys import dev_hotkey
 from gauntlet_jax.chain.local import LocalChain
 from gauntlet_jax.chain.subtensor import SubtensorChain
-from tests.chain_node import ChopsticksNode
 
 VALIDATOR, MINER, OTHER, OUTSIDER, SUDO = (dev_hotkey(i) for i in (1, 2, 3, 4, 0))
 RATE_LIMIT = 3

@@ -12,11 +12,11 @@ import statistics
 import time
 
 import pytest
+from chain_node import BLOCK_TIME_MS, GENESIS_TIMESTAMP_MS, LoopbackNode, load_codec
 
 from gauntlet_jax.chain import base
 from gauntlet_jax.chain.keys import hotkey_from_secret
 from gauntlet_jax.chain.subtensor import SubtensorChain
-from tests.chain_node import BLOCK_TIME_MS, GENESIS_TIMESTAMP_MS, LoopbackNode, load_codec
 
 NETUID = 3
 ALICE, BOB, CHARLIE, EVE = (
