@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from chain_node import ChopsticksNode
 
-from gauntlet_jax.chain import base
+from gauntlet_jax.chain import Chain, base
 from gauntlet_jax.chain import weights as wm
 from gauntlet_jax.chain.keys import dev_hotkey
 from gauntlet_jax.chain.local import LocalChain
@@ -224,6 +224,7 @@ def net(request) -> Net:
 
 
 def test_metagraph_has_the_registered_neurons(net):
+    assert isinstance(net.validator, Chain)
     graph = net.validator.metagraph(net.netuid)
     assert graph.uid_of(VALIDATOR.ss58_address) == 0
     assert graph.uid_of(MINER.ss58_address) == 1 and graph.uid_of(OTHER.ss58_address) == 2

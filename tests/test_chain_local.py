@@ -10,9 +10,10 @@ import sqlite3
 import pytest
 
 from gauntlet_jax import localchain
-from gauntlet_jax.chain import base
+from gauntlet_jax.chain import Chain, base, open_chain
 from gauntlet_jax.chain.keys import dev_hotkey
 from gauntlet_jax.chain.local import LocalChain, path_from_sqlite_url
+from gauntlet_jax.config import ChainConfig
 from gauntlet_jax.errors import ChainError
 
 NETUID = 2
@@ -290,3 +291,12 @@ def test_localchain_command(tmp_path, capsys):
     assert localchain.main(["show", "--config", "tiny", "--set", f"chain.url={url}"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert [n["hotkey"] for n in shown["neurons"]] == [n["hotkey"] for n in created["neurons"]]
+
+
+def test_open_chain_sqlite(tmp_path):
+    cfg = ChainConfig(url=f"sqlite:///{tmp_path}/open.db", block_time_s=2.0)
+    chain = open_chain(cfg, VALIDATOR)
+    assert isinstance(chain, LocalChain) and isinstance(chain, Chain)
+    assert chain.hotkey == VALIDATOR and chain.block_time_s == 2.0
+    with pytest.raises(ChainError):
+        open_chain(cfg, "//Alice")  # a secret where an address belongs: refused, not echoed

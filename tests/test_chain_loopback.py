@@ -14,9 +14,10 @@ import time
 import pytest
 from chain_node import BLOCK_TIME_MS, GENESIS_TIMESTAMP_MS, LoopbackNode, load_codec
 
-from gauntlet_jax.chain import base
+from gauntlet_jax.chain import Chain, base, open_chain
 from gauntlet_jax.chain.keys import hotkey_from_secret
 from gauntlet_jax.chain.subtensor import SubtensorChain
+from gauntlet_jax.config import ChainConfig
 
 NETUID = 3
 ALICE, BOB, CHARLIE, EVE = (
@@ -320,3 +321,17 @@ def test_weights_round_trip_time(alice, node, record_property):
     record_property("loopback_weights_round_trip_s", median)
     print(f"\nloopback node: set_weights round trip (included) median {median * 1000:.0f} ms")
     assert median < 10
+
+
+def test_open_chain_picks_the_backend_by_url(node, monkeypatch):
+    cfg = ChainConfig(url=node.url, key_env="LOOPBACK_TEST_KEY", timeout_s=5)
+    monkeypatch.setenv("LOOPBACK_TEST_KEY", "//Bob")
+    chain = open_chain(cfg)
+    try:
+        assert isinstance(chain, SubtensorChain) and isinstance(chain, Chain)
+        assert chain.hotkey == BOB.ss58_address
+        assert "//Bob" not in repr(chain)
+    finally:
+        chain.close()
+    with pytest.raises(base.ChainError, match="expected sqlite"):
+        open_chain(ChainConfig(url="http://127.0.0.1:1"))
