@@ -14,6 +14,7 @@ from typing import Any
 
 import jax
 
+from gauntlet_jax.compress.plan import make_plan, payload_stats
 from gauntlet_jax.config import Config, add_config_args, config_from_args
 from gauntlet_jax.model import llama
 
@@ -57,6 +58,10 @@ def model_info(cfg: Config) -> dict[str, Any]:
         "parameters": n,
         "parameter_groups": param_groups(cfg),
         "param_bytes": {name: n * width for name, width in BYTES_PER_PARAM.items()},
+        # One pseudo-gradient upload (DCT chunk + top-k, GAUNTLET.md §1.4).
+        "payload": payload_stats(
+            make_plan(llama.abstract_params(m), llama.param_logical_axes(m), cfg.compress)
+        ),
     }
 
 

@@ -91,3 +91,13 @@ def test_payload_stats_1b2_matches_reference() -> None:
     assert stats["bytes_fp32"] == 9_446_400 * 6  # ≈ 56.7 MB
     # int16 + uint8 = 28.34 MB, plus one 1 KB lookup table per layer tensor.
     assert 28.3e6 < stats["bytes_8bit"] < 28.5e6
+
+
+def test_info_reports_the_payload_of_the_real_model() -> None:
+    from gauntlet_jax.config import load_config
+    from gauntlet_jax.info import model_info
+
+    payload = model_info(load_config("1b2"))["payload"]
+    assert payload["n_values"] == 9_446_400
+    assert payload["bytes_fp32"] == 56_678_400
+    assert 28.3e6 < payload["bytes_8bit"] < 28.5e6
