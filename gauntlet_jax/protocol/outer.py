@@ -156,18 +156,21 @@ _ZERO_SUFFIX = ".zero"
 
 
 @jax.jit
-def _pack_leaf(s: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    flat = s.reshape(-1)
-    zero = flat == 0
-    return jnp.packbits(flat > 0), jnp.packbits(zero), jnp.any(zero)
+def _pack_tree(signs: Any) -> Any:
+    def pack(s: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        flat = s.reshape(-1)
+        zero = flat == 0
+        return jnp.packbits(flat > 0), jnp.packbits(zero), jnp.any(zero)
+
+    return [pack(s) for s in jax.tree.leaves(signs)]
 
 
 def pack_signs(signs: Any, plan: CompressionPlan) -> dict[str, np.ndarray]:
     """Sign tree → {"<name>.pos": uint8 bits, optionally "<name>.zero": uint8 bits} (host numpy);
-    ready for `safetensors.numpy.save`."""
+    ready for `safetensors.numpy.save`. Packed on the device: 1/8 of the bytes cross to the host."""
     packed: dict[str, np.ndarray] = {}
-    for lp, s in zip(plan.leaves, plan.flatten(signs), strict=True):
-        pos, zero, any_zero = _pack_leaf(s)
+    leaves = _pack_tree(plan.unflatten(plan.flatten(signs)))
+    for lp, (pos, zero, any_zero) in zip(plan.leaves, leaves, strict=True):
         packed[lp.name + _POS_SUFFIX] = np.asarray(pos)
         if bool(any_zero):
             packed[lp.name + _ZERO_SUFFIX] = np.asarray(zero)
