@@ -15,7 +15,7 @@ from gauntlet_jax.protocol.momentum import init_momentum, momentum_step
 PLAN = plan_for()
 CFG = load_config("tiny", ["protocol.momentum_decay=0.9", "protocol.error_feedback_after=0"])
 LR = 0.01
-decompress_tree = jax.jit(momentum.decompress_tree, static_argnums=2)
+decompress_tree = momentum.decompress_tree
 
 
 def _leaves(tree) -> dict[str, np.ndarray]:

@@ -37,8 +37,10 @@ def init_momentum(params: Any) -> Any:
     return jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
 
 
+@functools.partial(jax.jit, static_argnames=("plan", "quantize"))
 def compress_tree(m: Any, plan: CompressionPlan, quantize: bool) -> tuple[Any, Any, Any]:
-    """DCT + per-chunk top-k of every leaf: (idx tree, sent-value tree, Quantized tree or None)."""
+    """DCT + per-chunk top-k of every leaf: (idx tree, sent-value tree, Quantized tree or None).
+    Jitted; vals are float32 (dequantised when `quantize`)."""
     idx_leaves, val_leaves, q_leaves = [], [], []
     for lp, leaf in zip(plan.leaves, plan.flatten(m), strict=True):
         idx, vals = topk.topk_leaf(dct.dct_leaf(leaf.astype(jnp.float32), lp), lp)
@@ -52,8 +54,9 @@ def compress_tree(m: Any, plan: CompressionPlan, quantize: bool) -> tuple[Any, A
     return plan.unflatten(idx_leaves), plan.unflatten(val_leaves), quant
 
 
+@functools.partial(jax.jit, static_argnames=("plan",))
 def decompress_tree(idx: Any, vals: Any, plan: CompressionPlan) -> Any:
-    """IDCT(scatter(idx, vals)) of every leaf: the dense tensor a payload stands for."""
+    """IDCT(scatter(idx, vals)) of every leaf: the dense tensor a payload stands for (jitted)."""
     out = [
         dct.idct_leaf(topk.scatter_leaf(i, v, lp), lp)
         for lp, i, v in zip(plan.leaves, plan.flatten(idx), plan.flatten(vals), strict=True)
