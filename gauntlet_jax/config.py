@@ -137,6 +137,9 @@ class ProtocolConfig:
     # Gather-set refresh cadence and lag (windows).
     peer_refresh_windows: int = 5
     peer_effective_lag: int = 2
+    # The lead validator announces the run's start this many windows ahead, so miners that
+    # are compiling can join from the first window.
+    start_delay_windows: int = 2
     checkpoint_every: int = 100
     checkpoint_keep: int = 3
     # Retention of a node's own old objects (windows).

@@ -1,0 +1,238 @@
+"""The miner's window loop (GAUNTLET.md §1.3).
+
+Each window w, holding θ_w:
+  1. gradients on its pages (uid, w), one micro-batch at a time until the window's compute budget
+     is spent (at least one micro-batch, else no upload);
+  2. error-feedback momentum → DCT top-k payload, uploaded once window w has ended (inside the put
+     window);
+  3. the gather set's payloads for w, validated (a bad peer is skipped), and the shared outer step
+     → θ_{w+1};
+  4. sync probes of θ_{w+1} published (the debug object the validator compares).
+
+`Behaviour` lets the simulator swap what a peer trains on or uploads without a second copy of
+this loop.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gauntlet_jax.compress.codec import encode_payload
+from gauntlet_jax.config import Config
+from gauntlet_jax.data.pages import batches_for
+from gauntlet_jax.data.shards import TokenCorpus
+from gauntlet_jax.errors import PreconditionFailed, StorageError
+from gauntlet_jax.model import grad, llama
+from gauntlet_jax.node import Node, new_replica
+from gauntlet_jax.protocol import names
+from gauntlet_jax.protocol.momentum import init_momentum, momentum_step
+from gauntlet_jax.protocol.probes import encode_probes
+from gauntlet_jax.replica import Replica
+
+log = logging.getLogger(__name__)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def _grad_into(
+    acc: llama.Params, params: llama.Params, tokens_BT: jax.Array, cfg: Any
+) -> tuple[llama.Params, jax.Array]:
+    loss, g = grad.loss_and_grad(params, tokens_BT, cfg)
+    return jax.tree.map(jnp.add, acc, g), loss
+
+
+@dataclass
+class WindowReport:
+    window: int
+    n_batches: int = 0
+    train_loss: float = float("nan")
+    uploaded_bytes: int = 0
+    gathered: int = 0
+    gather_size: int = 0
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+# A payload transform: (window, honest payload bytes) → bytes to upload, or None to upload nothing.
+PayloadHook = Callable[[int, bytes], bytes | None]
+
+
+class Miner:
+    """One miner: a `Node` plus θ (`Replica`), momentum and its data."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        node: Node,
+        corpus: TokenCorpus,
+        *,
+        payload_hook: PayloadHook | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.node = node
+        self.corpus = corpus
+        self.payload_hook = payload_hook
+        self.replica: Replica | None = None
+        self.momentum: Any = None
+        self.momentum_steps = 0
+
+    @property
+    def uid(self) -> int:
+        return self.node.uid
+
+    def start(self, stop: threading.Event, start_timeout_s: float = 600.0) -> Replica:
+        """Waits for the run's start window, then catches θ up to the current window."""
+        self.warm_up()
+        start = self.node.wait_for_start_window(stop, start_timeout_s)
+        replica = new_replica(self.cfg, start)
+        self.replica = replica
+        self.momentum = init_momentum(replica.params)
+        # Windows whose put window has surely closed; the loop handles the newest one.
+        self.node.catch_up(replica, max(start, self.node.current_window() - 1))
+        log.info("miner uid %d at window %d (start %d)", self.uid, replica.next_window, start)
+        return replica
+
+    def warm_up(self) -> None:
+        """Compiles the window's programs (gradient, momentum + compression, outer step, probes)
+        on throwaway inputs, so the first real window is not spent compiling."""
+        replica = new_replica(self.cfg, 0)
+        self.replica = replica
+        grads, _, _ = self.train(0, deadline=0.0)
+        momentum_step(init_momentum(grads), grads, 1e-3, 0, self.cfg, replica.plan)
+        replica.apply_gathered(0, [])
+        replica.probes(0)
+        self.replica = None
+
+    # -- one window -------------------------------------------------------------------------
+
+    def train(self, window: int, deadline: float) -> tuple[llama.Params, int, float]:
+        """Mean gradient over as many of the window's micro-batches as fit before `deadline`."""
+        assert self.replica is not None
+        batches = batches_for(self.corpus, self.uid, window, self.cfg)
+        limit = min(len(batches), self.cfg.train.max_micro_batches)
+        acc = jax.tree.map(jnp.zeros_like, self.replica.params)
+        losses = []
+        for i in range(limit):
+            if i > 0 and time.time() >= deadline:
+                break
+            acc, loss = _grad_into(
+                acc, self.replica.params, jnp.asarray(batches[i]), self.cfg.model
+            )
+            losses.append(loss)
+        n = len(losses)
+        mean = jax.tree.map(lambda g: g / n, acc)
+        return mean, n, float(np.mean([float(x) for x in losses]))
+
+    def make_payload(self, window: int, grads: llama.Params) -> bytes:
+        assert self.replica is not None
+        result = momentum_step(
+            self.momentum,
+            grads,
+            self.replica.lr(window),
+            self.momentum_steps,
+            self.cfg,
+            self.replica.plan,
+        )
+        self.momentum = result.m
+        self.momentum_steps += 1
+        return encode_payload(
+            self.uid, window, result.idx, result.vals, self.replica.plan, result.quant
+        )
+
+    def upload(self, window: int, payload: bytes) -> int:
+        data = self.payload_hook(window, payload) if self.payload_hook else payload
+        if data is None:
+            return 0
+        name = names.gradient_name(window, self.uid, self.cfg.protocol.version)
+        try:
+            self.node.bucket.put(name, data, if_absent=True)
+        except PreconditionFailed:
+            log.warning("window %d: %s already uploaded", window, name)
+            return 0
+        return len(data)
+
+    def apply_window(self, window: int) -> tuple[int, int]:
+        """Gathers window `window`'s payloads, applies the outer step, publishes probes;
+        returns (valid payloads, gather set size)."""
+        assert self.replica is not None
+        node = self.node
+        gather = node.network.gather_set(window)
+        fetched = node.network.fetch_payloads(
+            gather, window, self.replica.plan, node.gather_deadline(window)
+        )
+        _, mask = self.replica.apply_gathered(window, list(fetched.values()))
+        probes = encode_probes(self.uid, window, self.replica.probes(window))
+        name = names.debug_name(window, self.uid, self.cfg.protocol.version)
+        try:
+            node.bucket.put(name, probes)
+        except StorageError as e:
+            log.warning("window %d: probes not published (%s)", window, e)
+        return int(mask.sum()), len(gather)
+
+    def run_window(self, window: int) -> WindowReport:
+        """Train, upload and apply for one window (the live loop's body)."""
+        report = WindowReport(window)
+        t0 = time.time()
+        node = self.node
+        end = node.window_end_estimate(window)
+        budget_end = t0 + max(0.0, (end - t0) * self.cfg.train.compute_fraction)
+        grads, report.n_batches, report.train_loss = self.train(window, budget_end)
+        payload = self.make_payload(window, grads)
+        # Uploads count only after the window has ended (GAUNTLET.md §2.2).
+        while node.current_window() <= window:
+            time.sleep(0.05)
+        report.uploaded_bytes = self.upload(window, payload)
+        report.gathered, report.gather_size = self.apply_window(window)
+        self.cleanup(window)
+        report.seconds = time.time() - t0
+        return report
+
+    def cleanup(self, window: int) -> None:
+        keep = self.cfg.protocol.retention_windows
+        try:
+            names.cleanup_own_objects(
+                self.node.bucket, self.uid, window, keep, self.cfg.protocol.version
+            )
+        except StorageError as e:
+            log.info("retention clean-up failed (%s)", e)
+
+    def run(self, stop: threading.Event, max_windows: int | None = None) -> list[WindowReport]:
+        """The live loop: one window after another until `stop` is set."""
+        self.start(stop)
+        assert self.replica is not None
+        reports = []
+        while not stop.is_set() and (max_windows is None or len(reports) < max_windows):
+            window = self.replica.next_window
+            current = self.node.current_window()
+            if current > window + 1:
+                # Fell behind (slow windows, restart): follow closed windows without training.
+                self.node.catch_up(self.replica, current - 1)
+                continue
+            if current == window + 1:
+                # Too late to train for `window`; its put window may still be open: apply it.
+                self.apply_window(window)
+                continue
+            if not self.node.wait_for_window(window, stop):
+                break
+            report = self.run_window(window)
+            reports.append(report)
+            log.info(
+                "miner %d window %d: %d batches, loss %.4f, %d/%d gathered, %.1fs",
+                self.uid,
+                window,
+                report.n_batches,
+                report.train_loss,
+                report.gathered,
+                report.gather_size,
+                report.seconds,
+            )
+        return reports

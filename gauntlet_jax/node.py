@@ -1,0 +1,141 @@
+"""What miners and validators share at start-up: their bucket, their uid, their commitment, the
+run's start window, and catching up to the chain's current window.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from gauntlet_jax.chain.base import Chain
+from gauntlet_jax.config import Config
+from gauntlet_jax.errors import ChainError, GauntletError
+from gauntlet_jax.network import Network
+from gauntlet_jax.protocol.catchup import AggregateUnavailable, fetch_aggregate
+from gauntlet_jax.protocol.schedule import first_block_of_window, window_of_block
+from gauntlet_jax.replica import Replica, initial_params, plan_for
+from gauntlet_jax.storage.base import Bucket, open_bucket
+
+log = logging.getLogger(__name__)
+
+# Extra wall time after the put window closes before a node gathers (clock skew, slow writes).
+GATHER_GRACE_S = 0.5
+
+
+class NodeError(GauntletError):
+    """A node cannot start: not registered, no bucket, no start window in time."""
+
+
+def bucket_url(cfg: Config, name: str) -> str:
+    """This node's bucket URL from the `storage.bucket` template ({hotkey} → node name); local
+    paths become absolute file:// URLs so peers on the same machine can read them."""
+    raw = cfg.storage.bucket.format(hotkey=name)
+    if raw.startswith("gs://") or raw.startswith("file://"):
+        return raw
+    return "file://" + str(Path(raw).expanduser().resolve())
+
+
+@dataclass
+class Node:
+    """A registered participant: chain identity, own bucket, view of the network."""
+
+    cfg: Config
+    name: str
+    chain: Chain
+    bucket: Bucket
+    url: str
+    network: Network
+    uid: int
+
+    @classmethod
+    def connect(cls, cfg: Config, name: str, chain: Chain) -> Node:
+        url = bucket_url(cfg, name)
+        bucket = open_bucket(url, cfg.storage)
+        network = Network(cfg, chain, url)
+        hotkey = chain.hotkey
+        if hotkey is None:
+            raise NodeError("no hotkey: set the secret in the env var named by chain.key_env")
+        graph = network.refresh()
+        uid = graph.uid_of(hotkey)
+        if uid is None:
+            raise NodeError(f"hotkey {hotkey} is not registered on netuid {cfg.chain.netuid}")
+        node = cls(cfg, name, chain, bucket, url, network, uid)
+        node.commit_bucket()
+        return node
+
+    def commit_bucket(self) -> None:
+        """Publishes the bucket URL on chain once (re-commits only when it changed)."""
+        netuid = self.cfg.chain.netuid
+        if self.chain.get_commitment(netuid, self.uid) != self.url:
+            self.chain.commit(netuid, self.url)
+            log.info("uid %d committed bucket %s", self.uid, self.url)
+        self.network.refresh()
+
+    # -- clock ------------------------------------------------------------------------------
+
+    def current_window(self) -> int:
+        return window_of_block(self.chain.current_block(), self.cfg.protocol.blocks_per_window)
+
+    def window_end_estimate(self, window: int) -> float:
+        """Chain time at which `window` ends, extrapolated from the newest block (the chain only
+        timestamps blocks that exist)."""
+        block = self.chain.current_block()
+        end_block = first_block_of_window(window + 1, self.cfg.protocol.blocks_per_window)
+        return self.chain.block_timestamp(block) + (end_block - block) * self.cfg.chain.block_time_s
+
+    def wait_for_window(self, window: int, stop: threading.Event) -> bool:
+        """Sleeps until the chain reaches `window`; False if stopped first."""
+        while not stop.is_set():
+            if self.current_window() >= window:
+                return True
+            stop.wait(min(0.2, self.cfg.chain.block_time_s / 4))
+        return False
+
+    def gather_deadline(self, window: int) -> float:
+        """Wall time after which a window's uploads can no longer be on time."""
+        return (
+            self.network.window_end_time(window) + self.cfg.protocol.put_window_s + GATHER_GRACE_S
+        )
+
+    # -- run start and catch-up ---------------------------------------------------------------
+
+    def wait_for_start_window(self, stop: threading.Event, timeout_s: float) -> int:
+        deadline = time.time() + timeout_s
+        while not stop.is_set():
+            self.network.refresh()
+            start = self.network.start_window()
+            if start is not None:
+                return start
+            if time.time() > deadline:
+                break
+            stop.wait(1.0)
+        raise NodeError("the lead validator has not announced a start window")
+
+    def catch_up(self, replica: Replica, until_window: int) -> None:
+        """Advances θ to `until_window` (exclusive): the lead validator's published aggregate of
+        each missed window when it exists, else the window's gather payloads from the buckets."""
+        lead = self.network.lead_validator()
+        lead_bucket = self.network.bucket(lead) if lead is not None else None
+        while replica.next_window < until_window:
+            w = replica.next_window
+            try:
+                if lead_bucket is None:
+                    raise AggregateUnavailable(w, "missing", "no lead validator bucket", None)
+                signs = fetch_aggregate(lead_bucket, w, self.cfg, replica.plan)
+            except AggregateUnavailable as e:
+                log.debug("window %d: %s; gathering payloads instead", w, e)
+                fetched = self.network.fetch_payloads(
+                    self.network.gather_set(w), w, replica.plan, deadline=0.0
+                )
+                signs, _ = replica.gather_signs(list(fetched.values()))
+            replica.apply_signs(w, signs)
+
+
+def new_replica(cfg: Config, start_window: int) -> Replica:
+    return Replica(cfg, plan_for(cfg), initial_params(cfg), start_window, start_window)
+
+
+__all__ = ["ChainError", "Node", "NodeError", "bucket_url", "new_replica"]

@@ -1,0 +1,85 @@
+"""The shared model as every node holds it: θ, advanced one window at a time by the outer step
+over the gather set's payloads. Miners and validators both own one, so both apply the protocol's
+single outer step with the same padding, mask and learning rate — if they disagree by one ulp,
+every sync check fails.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import numpy as np
+
+from gauntlet_jax.compress.codec import stack_payloads
+from gauntlet_jax.compress.plan import CompressionPlan, make_plan
+from gauntlet_jax.config import Config
+from gauntlet_jax.model import llama
+from gauntlet_jax.network import Fetched, pad_to
+from gauntlet_jax.protocol import outer
+from gauntlet_jax.protocol.probes import gather_probes, probe_indices
+from gauntlet_jax.protocol.schedule import outer_lr
+
+log = logging.getLogger(__name__)
+
+
+def plan_for(cfg: Config) -> CompressionPlan:
+    """The compression plan of the configured model (shapes only; nothing is allocated)."""
+    return make_plan(
+        llama.abstract_params(cfg.model), llama.param_logical_axes(cfg.model), cfg.compress
+    )
+
+
+def initial_params(cfg: Config) -> llama.Params:
+    """θ at the run's start window: every node initialises from the same public seed."""
+    return llama.init_params(cfg.model, jax.random.key(cfg.train.seed))
+
+
+@dataclass
+class Replica:
+    """θ before window `next_window`'s outer step (i.e. θ_{next_window})."""
+
+    cfg: Config
+    plan: CompressionPlan
+    params: llama.Params
+    next_window: int
+    start_window: int
+
+    def lr(self, window: int) -> float:
+        """α for the outer step of `window`: the schedule runs on global steps since the start."""
+        return outer_lr(max(0, window - self.start_window), self.cfg.protocol)
+
+    def gather_signs(self, fetched: Sequence[Fetched]) -> tuple[Any, np.ndarray]:
+        """sign(A) of the gather set's valid payloads, padded to `gather_peers` for static
+        shapes; returns (signs, mask of peers that counted)."""
+        payloads = [f.value if f.status == "ok" else None for f in fetched]
+        padded = pad_to(payloads, self.cfg.protocol.gather_peers)
+        idx, vals, mask = stack_payloads(padded, self.plan)
+        return outer.aggregate_sign(idx, vals, mask, self.cfg, self.plan), mask
+
+    def apply_signs(self, window: int, signs: Any) -> None:
+        if window != self.next_window:
+            raise ValueError(f"replica expects window {self.next_window}, got {window}")
+        self.params = outer.apply_sign(self.params, signs, self.lr(window), self.cfg)
+        self.next_window = window + 1
+
+    def apply_gathered(self, window: int, fetched: Sequence[Fetched]) -> tuple[Any, np.ndarray]:
+        """The outer step of `window` from its gather set; returns (signs, mask)."""
+        signs, mask = self.gather_signs(fetched)
+        self.apply_signs(window, signs)
+        return signs, mask
+
+    def probe_positions(self, window: int) -> Any:
+        return probe_indices(
+            window,
+            self.cfg.data.seed,
+            llama.abstract_params(self.cfg.model),
+            self.cfg.validator.sync_probes,
+        )
+
+    def probes(self, window: int) -> np.ndarray:
+        """θ's values at `window`'s public probe positions (published after that window)."""
+        return np.asarray(gather_probes(self.params, self.probe_positions(window)))

@@ -1,0 +1,69 @@
+"""Start-up shared by the `validate` and `mine` entry points: arguments, logging, chain, node,
+corpus, and a clean stop on SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from rich.logging import RichHandler
+
+from gauntlet_jax.chain import open_chain
+from gauntlet_jax.config import Config, add_config_args, config_from_args
+from gauntlet_jax.data.shards import TokenCorpus, open_corpus
+from gauntlet_jax.node import Node
+
+
+def parse_role_args(
+    prog: str,
+    doc: str | None,
+    argv: Sequence[str] | None,
+    extra: Sequence[tuple[str, dict[str, Any]]] = (),
+) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=prog, description=doc)
+    for flag, options in extra:
+        parser.add_argument(flag, **options)
+    add_config_args(parser)
+    parser.add_argument(
+        "--hotkey",
+        required=True,
+        help="this node's name: fills {hotkey} in storage paths. The signing secret comes from "
+        "the env var named by chain.key_env (or chain.key_file), never from the command line",
+    )
+    parser.add_argument("--windows", type=int, default=None, help="stop after N windows")
+    parser.add_argument("--log-level", default="INFO")
+    return parser.parse_args(argv)
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(message)s",
+        datefmt="[%X]",
+        handlers=[RichHandler(show_path=False, rich_tracebacks=False)],
+    )
+
+
+def stop_on_signals() -> threading.Event:
+    """An event set by SIGINT / SIGTERM, so loops finish their window's state and exit."""
+    stop = threading.Event()
+
+    def handler(signum: int, _frame: object) -> None:
+        logging.getLogger("gauntlet_jax").warning("signal %d: stopping after this step", signum)
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return stop
+
+
+def open_node(args: argparse.Namespace) -> tuple[Config, Node, TokenCorpus]:
+    cfg = config_from_args(args)
+    chain = open_chain(cfg.chain)
+    node = Node.connect(cfg, args.hotkey, chain)
+    corpus = open_corpus(cfg.data)
+    return cfg, node, corpus
