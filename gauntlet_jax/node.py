@@ -9,10 +9,12 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from gauntlet_jax.chain.base import Chain
+from gauntlet_jax.checkpoint import Checkpoint, CheckpointStore
 from gauntlet_jax.config import Config
-from gauntlet_jax.errors import ChainError, GauntletError
+from gauntlet_jax.errors import ChainError, CheckpointError, GauntletError
 from gauntlet_jax.network import Network
 from gauntlet_jax.protocol.catchup import AggregateUnavailable, fetch_aggregate
 from gauntlet_jax.protocol.schedule import first_block_of_window, window_of_block
@@ -136,6 +138,61 @@ class Node:
 
 def new_replica(cfg: Config, start_window: int) -> Replica:
     return Replica(cfg, plan_for(cfg), initial_params(cfg), start_window, start_window)
+
+
+def checkpoint_store(cfg: Config, name: str) -> CheckpointStore:
+    """This node's Orbax checkpoint directory (`storage.checkpoint_dir`, {hotkey} → name)."""
+    raw = cfg.storage.checkpoint_dir.format(hotkey=name)
+    directory = raw if raw.startswith("gs://") else str(Path(raw).expanduser().resolve())
+    return CheckpointStore(directory, keep=cfg.protocol.checkpoint_keep)
+
+
+def restore_replica(
+    cfg: Config, store: CheckpointStore, start_window: int, *, up_to_window: int | None = None
+) -> tuple[Replica, Any]:
+    """θ (and momentum) from the newest checkpoint of this run at or before `up_to_window`, or a
+    fresh replica at the start window; returns (replica, momentum or None)."""
+    replica = new_replica(cfg, start_window)
+    usable = [
+        w
+        for w in store.windows()
+        if w >= start_window and (up_to_window is None or w <= up_to_window)
+    ]
+    for window in reversed(usable):
+        try:
+            ckpt = store.restore(window)
+        except CheckpointError as e:
+            log.warning("checkpoint %d unusable (%s)", window, e)
+            continue
+        if ckpt.metadata.get("start_window") != start_window:
+            continue  # another run's checkpoint
+        replica.params, replica.next_window = ckpt.params, ckpt.window
+        log.info("restored checkpoint of window %d", window)
+        return replica, ckpt.momentum
+    return replica, None
+
+
+def maybe_checkpoint(
+    cfg: Config, store: CheckpointStore, replica: Replica, momentum: Any = None
+) -> bool:
+    """Saves θ (before `replica.next_window`) every `checkpoint_every` global steps."""
+    step = replica.next_window - replica.start_window
+    if step <= 0 or step % cfg.protocol.checkpoint_every:
+        return False
+    try:
+        store.save(
+            Checkpoint(
+                params=replica.params,
+                window=replica.next_window,
+                schedule_step=step,
+                momentum=momentum,
+                metadata={"start_window": replica.start_window},
+            )
+        )
+    except CheckpointError as e:
+        log.warning("checkpoint of window %d failed (%s)", replica.next_window, e)
+        return False
+    return True
 
 
 __all__ = ["ChainError", "Node", "NodeError", "bucket_url", "new_replica"]

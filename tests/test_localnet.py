@@ -1,6 +1,6 @@
 """End to end: the local network as real processes (issue 6's demo and integration test).
 
-One validator, three honest miners and one miner uploading well-formed noise run for at least 8
+One validator, three honest miners and one miner uploading well-formed noise run for 12
 validator windows on the tiny model; weights must land on the local chain, every honest miner
 with positive weight and the noisy one with none.
 """
@@ -26,8 +26,8 @@ def test_validator_rewards_honest_miners_and_not_noise(tmp_path: Path) -> None:
         f"storage.bucket={tmp_path}/run/buckets/{{hotkey}}",
         f"chain.url=sqlite:///{tmp_path}/run/chain.db",
         "chain.block_time_s=1.0",
-        "protocol.blocks_per_window=4",
-        "protocol.put_window_s=2.0",
+        "protocol.blocks_per_window=8",
+        "protocol.put_window_s=4.0",
         "validator.windows_per_weights=4",
         "run.tensorboard=false",
     ]
@@ -42,7 +42,7 @@ def test_validator_rewards_honest_miners_and_not_noise(tmp_path: Path) -> None:
         "--noise",
         "1",
         "--windows",
-        "9",
+        "12",
     ]
     for o in overrides:
         cmd += ["--set", o]

@@ -33,13 +33,16 @@ from gauntlet_jax.data.pages import batches_for
 from gauntlet_jax.data.shards import TokenCorpus
 from gauntlet_jax.errors import PreconditionFailed, StorageError
 from gauntlet_jax.model import grad, llama
-from gauntlet_jax.node import Node, new_replica
+from gauntlet_jax.node import Node, checkpoint_store, maybe_checkpoint, new_replica, restore_replica
 from gauntlet_jax.protocol import names
 from gauntlet_jax.protocol.momentum import init_momentum, momentum_step
 from gauntlet_jax.protocol.probes import encode_probes
 from gauntlet_jax.replica import Replica
 
 log = logging.getLogger(__name__)
+
+# Seconds after the put window opens before uploading (clock granularity, chain time skew).
+UPLOAD_MARGIN_S = 0.1
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",))
@@ -84,6 +87,7 @@ class Miner:
         self.replica: Replica | None = None
         self.momentum: Any = None
         self.momentum_steps = 0
+        self.checkpoints = checkpoint_store(cfg, node.name)
 
     @property
     def uid(self) -> int:
@@ -93,9 +97,9 @@ class Miner:
         """Waits for the run's start window, then catches θ up to the current window."""
         self.warm_up()
         start = self.node.wait_for_start_window(stop, start_timeout_s)
-        replica = new_replica(self.cfg, start)
+        replica, momentum = restore_replica(self.cfg, self.checkpoints, start)
         self.replica = replica
-        self.momentum = init_momentum(replica.params)
+        self.momentum = init_momentum(replica.params) if momentum is None else momentum
         # Windows whose put window has surely closed; the loop handles the newest one.
         self.node.catch_up(replica, max(start, self.node.current_window() - 1))
         log.info("miner uid %d at window %d (start %d)", self.uid, replica.next_window, start)
@@ -170,6 +174,7 @@ class Miner:
             gather, window, self.replica.plan, node.gather_deadline(window)
         )
         _, mask = self.replica.apply_gathered(window, list(fetched.values()))
+        maybe_checkpoint(self.cfg, self.checkpoints, self.replica, self.momentum)
         probes = encode_probes(self.uid, window, self.replica.probes(window))
         name = names.debug_name(window, self.uid, self.cfg.protocol.version)
         try:
@@ -187,8 +192,10 @@ class Miner:
         budget_end = t0 + max(0.0, (end - t0) * self.cfg.train.compute_fraction)
         grads, report.n_batches, report.train_loss = self.train(window, budget_end)
         payload = self.make_payload(window, grads)
-        # Uploads count only after the window has ended (GAUNTLET.md §2.2).
-        while node.current_window() <= window:
+        # Uploads count only after the window has ended (GAUNTLET.md §2.2); the margin keeps a
+        # coarse file-system clock from stamping the object before t_min.
+        opens = node.network.window_end_time(window) + UPLOAD_MARGIN_S
+        while node.current_window() <= window or time.time() < opens:
             time.sleep(0.05)
         report.uploaded_bytes = self.upload(window, payload)
         report.gathered, report.gather_size = self.apply_window(window)

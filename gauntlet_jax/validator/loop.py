@@ -30,15 +30,16 @@ from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
+from rich.console import Console
 
 from gauntlet_jax.compress.codec import stack_payloads
 from gauntlet_jax.config import Config
 from gauntlet_jax.data.pages import batches_for, random_batches
 from gauntlet_jax.data.shards import TokenCorpus
 from gauntlet_jax.errors import ChainError, DataError, PreconditionFailed, StorageError
-from gauntlet_jax.metrics import MetricsLogger, PeerWindowRecord
+from gauntlet_jax.metrics import MetricsLogger, PeerWindowRecord, render_window_table
 from gauntlet_jax.network import Fetched, pad_to
-from gauntlet_jax.node import Node, new_replica
+from gauntlet_jax.node import Node, checkpoint_store, maybe_checkpoint, new_replica, restore_replica
 from gauntlet_jax.protocol import names, outer
 from gauntlet_jax.protocol.probes import decode_probes, max_probe_bytes
 from gauntlet_jax.replica import Replica
@@ -66,6 +67,7 @@ class WindowOutcome:
     posted: bool
     gathered: int
     seconds: float
+    records: list[PeerWindowRecord]
 
 
 class Validator:
@@ -82,6 +84,7 @@ class Validator:
         self.state: ValidatorState = load_state(self.state_path, self.vcfg.seed)
         self.metrics = MetricsLogger(self.out_dir, tensorboard=cfg.run.tensorboard)
         self.replica: Replica | None = None
+        self.checkpoints = checkpoint_store(cfg, node.name)
 
     @property
     def version(self) -> str:
@@ -102,10 +105,14 @@ class Validator:
             except PreconditionFailed:
                 pass
         start = node.wait_for_start_window(stop, timeout_s=60.0)
-        replica = new_replica(self.cfg, start)
-        if self.state.last_window is not None:
+        done = self.state.last_window
+        # A checkpoint newer than the saved state (a crash between the two) must not be used.
+        replica, _ = restore_replica(
+            self.cfg, self.checkpoints, start, up_to_window=None if done is None else done + 1
+        )
+        if done is not None:
             # θ_{last+1}: replay the aggregates this validator published before it stopped.
-            node.catch_up(replica, self.state.last_window + 1)
+            node.catch_up(replica, done + 1)
         self.replica = replica
         return replica
 
@@ -217,8 +224,13 @@ class Validator:
             last_weights_window=window if posted else self.state.last_weights_window,
         )
         save_state(self.state, self.state_path)
-        self._log_window(window, miners, gather, chosen, checks_of, slashes, sync_x, overlaps)
-        outcome = WindowOutcome(window, chosen, w, posted, int(mask.sum()), time.time() - t0)
+        maybe_checkpoint(self.cfg, self.checkpoints, self.replica)
+        records = self._log_window(
+            window, miners, gather, chosen, checks_of, slashes, sync_x, overlaps
+        )
+        outcome = WindowOutcome(
+            window, chosen, w, posted, int(mask.sum()), time.time() - t0, records
+        )
         self.metrics.log_window(
             window,
             {
@@ -381,8 +393,16 @@ class Validator:
             checks_of.setdefault(uid, {})["evaluated"] = "ok"
         return scores
 
+    def _weights_due(self, window: int) -> bool:
+        """Every `windows_per_weights` windows; a post the chain refused (rate limit, a
+        dropped connection) is retried each window until it lands."""
+        last = self.state.last_weights_window
+        if last is None:
+            return weights.should_post_weights(window, self.vcfg)
+        return window - last >= self.vcfg.windows_per_weights
+
     def _post_weights(self, window: int, w: dict[int, float]) -> bool:
-        if not weights.should_post_weights(window, self.vcfg):
+        if not self._weights_due(window):
             return False
         uids = sorted(u for u, v in w.items() if v > 0)
         if not uids:
@@ -450,49 +470,56 @@ class Validator:
         slashes: dict[int, list[str]],
         sync_x: dict[int, float],
         overlaps: dict[int, float],
-    ) -> None:
+    ) -> list[PeerWindowRecord]:
+        out = []
         for uid in miners:
             r = self.state.peer(uid)
             losses = dict(r.last_losses) if r.last_eval_window == window else {}
-            self.metrics.log_peer(
-                PeerWindowRecord(
-                    window=window,
-                    uid=uid,
-                    checks=checks_of.get(uid, {}),
-                    in_gather=uid in gather,
-                    evaluated=uid in chosen and bool(losses),
-                    loss_before_own=losses.get("loss_before_own"),
-                    loss_after_own=losses.get("loss_after_own"),
-                    loss_before_random=losses.get("loss_before_random"),
-                    loss_after_random=losses.get("loss_after_random"),
-                    improvement_own=losses.get("improvement_own"),
-                    improvement_random=losses.get("improvement_random"),
-                    binary=r.binary if losses else None,
-                    mu=r.mu,
-                    sigma=r.sigma,
-                    ordinal=self._ordinal(r) if r.rated else None,
-                    bma=r.bma,
-                    sync_x=sync_x.get(uid),
-                    sync_score=r.sync,
-                    overlap=overlaps.get(uid),
-                    slashes=tuple(slashes.get(uid, [])),
-                    final=r.final,
-                    weight=r.weight,
-                )
+            record = PeerWindowRecord(
+                window=window,
+                uid=uid,
+                checks=checks_of.get(uid, {}),
+                in_gather=uid in gather,
+                evaluated=uid in chosen and bool(losses),
+                loss_before_own=losses.get("loss_before_own"),
+                loss_after_own=losses.get("loss_after_own"),
+                loss_before_random=losses.get("loss_before_random"),
+                loss_after_random=losses.get("loss_after_random"),
+                improvement_own=losses.get("improvement_own"),
+                improvement_random=losses.get("improvement_random"),
+                binary=r.binary if losses else None,
+                mu=r.mu,
+                sigma=r.sigma,
+                ordinal=self._ordinal(r) if r.rated else None,
+                bma=r.bma,
+                sync_x=sync_x.get(uid),
+                sync_score=r.sync,
+                overlap=overlaps.get(uid),
+                slashes=tuple(slashes.get(uid, [])),
+                final=r.final,
+                weight=r.weight,
             )
+            self.metrics.log_peer(record)
+            out.append(record)
+        return out
 
     # -- the live loop ------------------------------------------------------------------------
 
     def run(self, stop: threading.Event, max_windows: int | None = None) -> list[WindowOutcome]:
-        self.start(stop)
+        console = Console(stderr=True)
+        with console.status("warming up and joining the network…"):
+            self.start(stop)
         assert self.replica is not None
         outcomes: list[WindowOutcome] = []
         while not stop.is_set() and (max_windows is None or len(outcomes) < max_windows):
             window = self.replica.next_window
             # Process w only once the chain is offset windows past it (GAUNTLET.md §1.2).
-            if not self.node.wait_for_window(window + self.vcfg.offset_windows + 1, stop):
-                break
-            outcome = self.process_window(window)
+            with console.status(f"window {window}: waiting for the chain to move past it…"):
+                if not self.node.wait_for_window(window + self.vcfg.offset_windows + 1, stop):
+                    break
+            with console.status(f"window {window}: scoring…"):
+                outcome = self.process_window(window)
+            console.print(render_window_table(outcome.records))
             outcomes.append(outcome)
             log.info(
                 "validator window %d: evaluated %s, %d gathered, weights %s, %.1fs",
