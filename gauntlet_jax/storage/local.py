@@ -8,7 +8,10 @@ a crash cannot lose a write that returned.
 
 Times: `last_modified` is the file's mtime, set by the kernel at the last data write, i.e. when
 the write completed (the rename does not change it). It is this host's clock (the kernel's coarse
-clock, a few ms behind `time.time()` at worst), which is the "server" of a local bucket.
+clock, a few ms behind `time.time()` at worst), which is the "server" of a local bucket. A bucket
+made with `clock=` stamps its writes with that clock's time instead (set on the temporary file
+before it becomes visible): the simulator runs the chain on a manual clock and its buckets on the
+same simulated time, so the put-window check compares like with like.
 `generation` is the mtime in microseconds times 1000 plus the inode mod 1000: every write makes a
 new inode while the old file still exists, so two writes of a name do not share a generation.
 
@@ -23,6 +26,7 @@ import errno
 import os
 import secrets
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from gauntlet_jax.errors import ObjectNotFound, ObjectTooLarge, PreconditionFailed, StorageError
@@ -43,9 +47,13 @@ def _fsync_dir(path: Path) -> None:
 class LocalBucket:
     """A bucket backed by a directory tree; object 'a/b' is the file root/a/b."""
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], *, clock: Callable[[], float] | None = None
+    ) -> None:
+        """`clock`: Unix seconds to stamp each write with (default: the kernel's, at write time)."""
         self.root = Path(root).expanduser().resolve()
         self.url = f"file://{self.root}"
+        self.clock = clock
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -78,6 +86,9 @@ class LocalBucket:
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view) :]
+                if self.clock is not None:
+                    stamp_ns = round(self.clock() * 1e9)
+                    os.utime(fd, ns=(stamp_ns, stamp_ns))
                 os.fsync(fd)
                 st = os.fstat(fd)
             finally:
