@@ -282,6 +282,12 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
         return tuple(_coerce(v, item_type, f"{where}[{i}]") for i, v in enumerate(value))
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if typ is float and isinstance(value, str):
+        # YAML 1.1 reads "3e-3" (no dot) as a string; accept what Python reads as a float.
+        try:
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"{where}: expected float, got {value!r}") from None
     if typ is bool and not isinstance(value, bool):
         raise ConfigError(f"{where}: expected true/false, got {value!r}")
     if typ in (int, float, str) and (not isinstance(value, typ) or isinstance(value, bool)):

@@ -35,12 +35,29 @@ def _spawn(
     env = dict(os.environ)
     env["GAUNTLET_HOTKEY_SECRET"] = dev_uri(index)  # dev keys only: never real secrets in argv
     env.setdefault("JAX_PLATFORMS", "cpu")
+    # Many small-model processes share the machine's cores: one XLA thread each keeps them
+    # from crowding each other out (the windows are short).
+    env.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
     cmd = [sys.executable, "-m", f"gauntlet_jax.{role}", "--config", args.config, "--hotkey", name]
     for override in args.overrides:
         cmd += ["--set", override]
     cmd += list(extra)
     log = open(log_dir / f"{name}.log", "wb")  # noqa: SIM115 (the child owns it)
     return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _wait_until_committed(
+    cfg: Config, procs: dict[str, subprocess.Popen], n: int, timeout_s: float
+) -> bool:
+    deadline = time.time() + timeout_s
+    with LocalChain(path_from_sqlite_url(cfg.chain.url)) as chain:
+        while time.time() < deadline:
+            if any(p.poll() not in (None, 0) for p in procs.values()):
+                return False
+            if len(chain.get_commitments(cfg.chain.netuid)) >= n:
+                return True
+            time.sleep(0.5)
+    return False
 
 
 def chain_weights(cfg: Config) -> dict[str, dict[str, int]]:
@@ -62,6 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--noise", type=int, default=0, help="how many of them upload noise")
     parser.add_argument("--windows", type=int, default=None, help="validator windows, then stop")
     parser.add_argument("--keep", action="store_true", help="keep an existing run directory")
+    parser.add_argument(
+        "--ready-timeout", type=float, default=900.0, help="seconds to wait for miners to compile"
+    )
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
     out = Path(cfg.run.out_dir)
@@ -73,14 +93,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     network = create_network(cfg, args.miners + 1, force=True)
     print(json.dumps({"chain": network["url"], "neurons": len(network["neurons"])}), flush=True)
 
-    validator_extra = ["--windows", str(args.windows)] if args.windows else []
-    procs = {VALIDATOR_NAME: _spawn("validate", VALIDATOR_NAME, 0, args, log_dir, validator_extra)}
+    procs: dict[str, subprocess.Popen] = {}
     for i in range(1, args.miners + 1):
         extra = ["--behaviour", "noise"] if i > args.miners - args.noise else []
         procs[f"miner{i}"] = _spawn("mine", f"miner{i}", i, args, log_dir, extra)
-    print(f"started {len(procs)} processes; logs in {log_dir}; Ctrl-C to stop", flush=True)
+    print(f"started {len(procs)} miners; logs in {log_dir}; Ctrl-C to stop", flush=True)
     code = 0
     try:
+        # Miners commit their bucket once compiled; the validator starts the run after that, so
+        # compile time on a slow machine never eats the first windows.
+        if not _wait_until_committed(cfg, procs, args.miners, args.ready_timeout):
+            raise SystemExit(f"miners did not become ready; see {log_dir}")
+        validator_extra = ["--windows", str(args.windows)] if args.windows else []
+        procs[VALIDATOR_NAME] = _spawn(
+            "validate", VALIDATOR_NAME, 0, args, log_dir, validator_extra
+        )
+        print("miners ready; validator started", flush=True)
         while procs[VALIDATOR_NAME].poll() is None:
             dead = [n for n, p in procs.items() if p.poll() not in (None, 0)]
             if dead:

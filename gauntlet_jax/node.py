@@ -53,7 +53,9 @@ class Node:
     uid: int
 
     @classmethod
-    def connect(cls, cfg: Config, name: str, chain: Chain) -> Node:
+    def connect(cls, cfg: Config, name: str, chain: Chain, *, commit: bool = True) -> Node:
+        """Opens the node's bucket and finds its uid; `commit=False` leaves publishing the
+        bucket on chain to the caller (roles commit once warmed up: a committed peer is ready)."""
         url = bucket_url(cfg, name)
         bucket = open_bucket(url, cfg.storage)
         network = Network(cfg, chain, url)
@@ -65,7 +67,8 @@ class Node:
         if uid is None:
             raise NodeError(f"hotkey {hotkey} is not registered on netuid {cfg.chain.netuid}")
         node = cls(cfg, name, chain, bucket, url, network, uid)
-        node.commit_bucket()
+        if commit:
+            node.commit_bucket()
         return node
 
     def commit_bucket(self) -> None:

@@ -64,6 +64,6 @@ def stop_on_signals() -> threading.Event:
 def open_node(args: argparse.Namespace) -> tuple[Config, Node, TokenCorpus]:
     cfg = config_from_args(args)
     chain = open_chain(cfg.chain)
-    node = Node.connect(cfg, args.hotkey, chain)
+    node = Node.connect(cfg, args.hotkey, chain, commit=False)  # the role commits when ready
     corpus = open_corpus(cfg.data)
     return cfg, node, corpus

@@ -42,3 +42,9 @@ def test_with_overrides_keeps_other_values() -> None:
     cfg = with_overrides(load_config("tiny"), ["validator.power=3"])
     assert cfg.validator.power == 3.0
     assert cfg.model.d_model == load_config("tiny").model.d_model
+
+
+def test_scientific_notation_without_a_dot_is_a_float() -> None:
+    assert load_config("tiny", ["protocol.learning_rate=3e-3"]).protocol.learning_rate == 0.003
+    with pytest.raises(ConfigError, match="expected float"):
+        load_config("tiny", ["protocol.learning_rate=fast"])

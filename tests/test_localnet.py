@@ -1,66 +1,160 @@
-"""End to end: the local network as real processes (issue 6's demo and integration test).
+"""End to end: the local network as real processes (issue 6's demo and integration tests).
 
-One validator, three honest miners and one miner uploading well-formed noise run for 12
-validator windows on the tiny model; weights must land on the local chain, every honest miner
-with positive weight and the noisy one with none.
+One validator, three honest miners and one miner uploading well-formed noise run for 10 validator
+windows on the tiny model; weights must land on the local chain, every honest miner with positive
+weight and the noisy one with none. The recorded run is then replayed by two fresh validators on a
+frozen chain: one that never stops and one SIGKILLed again and again; both must post the same
+weights.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from gauntlet_jax.chain.keys import dev_uri
+from gauntlet_jax.chain.local import LocalChain
 from gauntlet_jax.config import load_config
 from gauntlet_jax.metrics import read_records
+from gauntlet_jax.validator.state import load_state
 
-pytestmark = pytest.mark.slow
+# Real processes on short windows: minutes, more on a loaded machine.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
+
+WINDOWS = 10
 
 
-def test_validator_rewards_honest_miners_and_not_noise(tmp_path: Path) -> None:
-    overrides = [
-        f"run.out_dir={tmp_path}/run",
-        f"storage.bucket={tmp_path}/run/buckets/{{hotkey}}",
-        f"chain.url=sqlite:///{tmp_path}/run/chain.db",
+def _overrides(root: Path) -> list[str]:
+    return [
+        f"run.out_dir={root}",
+        f"storage.bucket={root}/buckets/{{hotkey}}",
+        f"storage.checkpoint_dir={root}/checkpoints/{{hotkey}}",
+        f"chain.url=sqlite:///{root}/chain.db",
         "chain.block_time_s=1.0",
-        "protocol.blocks_per_window=8",
-        "protocol.put_window_s=4.0",
+        "protocol.blocks_per_window=10",
+        "protocol.put_window_s=5.0",
         "validator.windows_per_weights=4",
+        "protocol.retention_windows=100",  # keep every upload: the replays re-read them all
         "run.tensorboard=false",
     ]
-    cmd = [
-        sys.executable,
-        "-m",
-        "gauntlet_jax.localnet",
-        "--config",
-        "tiny",
-        "--miners",
-        "4",
-        "--noise",
-        "1",
-        "--windows",
-        "12",
-    ]
-    for o in overrides:
-        cmd += ["--set", o]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    logs = "\n".join(
-        f"--- {p.name}\n{p.read_text()[-3000:]}"
-        for p in sorted((tmp_path / "run" / "logs").glob("*.log"))
+
+
+def _set_args(overrides: list[str]) -> list[str]:
+    return [a for o in overrides for a in ("--set", o)]
+
+
+def _logs(root: Path) -> str:
+    return "\n".join(
+        f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted((root / "logs").glob("*.log"))
     )
-    assert proc.returncode == 0, proc.stderr + logs
-    weights = json.loads(proc.stdout.strip().splitlines()[-1])["weights"]
+
+
+@pytest.fixture(scope="module")
+def live_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("localnet") / "run"
+    cmd = [sys.executable, "-m", "gauntlet_jax.localnet", "--config", "tiny", "--miners", "4"]
+    cmd += ["--noise", "1", "--windows", str(WINDOWS), *_set_args(_overrides(root))]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr + _logs(root)
+    return root, json.loads(proc.stdout.strip().splitlines()[-1])["weights"]
+
+
+def test_validator_rewards_honest_miners_and_not_noise(live_run: tuple[Path, dict]) -> None:
+    root, weights = live_run
     on_chain = weights["0"]  # the validator's row: miner uid → u16 weight
     honest, noisy = ["1", "2", "3"], "4"
-    assert all(on_chain.get(uid, 0) > 0 for uid in honest), (on_chain, logs)
-    assert on_chain.get(noisy, 0) == 0, (on_chain, logs)
+    assert all(on_chain.get(uid, 0) > 0 for uid in honest), (on_chain, _logs(root))
+    assert on_chain.get(noisy, 0) == 0, (on_chain, _logs(root))
 
-    cfg = load_config("tiny", overrides)
-    records = read_records(Path(cfg.run.out_dir) / "validator-validator" / "metrics.jsonl")
+    records = read_records(root / "validator-validator" / "metrics.jsonl")
     windows = {r["window"] for r in records if r.get("kind") == "window"}
-    assert len(windows) >= 8
+    assert len(windows) == WINDOWS
     evaluated = [r for r in records if r.get("kind") == "peer" and r.get("evaluated")]
     assert {r["uid"] for r in evaluated} >= {1, 2, 3, 4}
+    last = {r["uid"]: r for r in records if r.get("kind") == "peer" and r["window"] == max(windows)}
+    assert last[4]["ordinal"] < 0 < min(last[u]["ordinal"] for u in (1, 2, 3)), last
+
+
+def _replica_of(root: Path, dest: Path) -> tuple[Path, list[str]]:
+    """A copy of the recorded network for a replaying validator: its own state and metrics
+    start empty; the chain is frozen after the run and accepts weights every block."""
+    shutil.copytree(root, dest)
+    shutil.rmtree(dest / "validator-validator")
+    shutil.rmtree(dest / "checkpoints", ignore_errors=True)
+    cfg = load_config("tiny", _overrides(dest))
+    with LocalChain(dest / "chain.db") as chain:
+        chain.set_clock_mode("manual")
+        chain.set_param(cfg.chain.netuid, "weights_rate_limit", 0)
+    return dest, _overrides(dest)
+
+
+def _validate_cmd(overrides: list[str]) -> list[str]:
+    return [
+        sys.executable, "-m", "gauntlet_jax.validate", "--config", "tiny", "--hotkey",
+        "validator", "--windows", str(WINDOWS), *_set_args(overrides),
+    ]  # fmt: skip
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "GAUNTLET_HOTKEY_SECRET": dev_uri(0), "JAX_PLATFORMS": "cpu"}
+
+
+def test_validator_killed_anywhere_posts_the_same_weights(
+    live_run: tuple[Path, dict], tmp_path: Path
+) -> None:
+    root, _ = live_run
+    steady, steady_over = _replica_of(root, tmp_path / "steady")
+    killed, killed_over = _replica_of(root, tmp_path / "killed")
+
+    done = subprocess.run(_validate_cmd(steady_over), env=_env(), capture_output=True, timeout=600)
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+
+    state_path = killed / "validator-validator" / "validator_state.json"
+    rng = np.random.default_rng(0)
+    kills = 0
+    for _ in range(20):
+        proc = subprocess.Popen(
+            _validate_cmd(killed_over),
+            env=_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        # Kill while it is scoring: once its state has moved at least one window past where
+        # this attempt started (or at a random moment shortly after start-up).
+        before = load_state(state_path, 0).last_window if state_path.exists() else None
+        deadline = time.time() + float(rng.uniform(20, 60))
+        while proc.poll() is None and time.time() < deadline:
+            now = load_state(state_path, 0).last_window if state_path.exists() else None
+            if now is not None and now != before and rng.random() < 0.5:
+                time.sleep(float(rng.uniform(0.0, 1.0)))
+                break
+            time.sleep(0.2)
+        if proc.poll() is None and kills < 3:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            kills += 1
+            continue
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err.decode()[-3000:]
+        break
+    assert kills >= 1
+
+    cfg = load_config("tiny", steady_over)
+    steady_state = load_state(steady / "validator-validator" / "validator_state.json", 0)
+    killed_state = load_state(state_path, 0)
+    assert steady_state.last_window == killed_state.last_window
+    assert {u: r.weight for u, r in steady_state.peers.items()} == {
+        u: r.weight for u, r in killed_state.peers.items()
+    }
+    with LocalChain(steady / "chain.db") as a, LocalChain(killed / "chain.db") as b:
+        assert a.get_weights(cfg.chain.netuid, 0) == b.get_weights(cfg.chain.netuid, 0)
+        assert a.get_weights(cfg.chain.netuid, 0)  # weights were actually posted

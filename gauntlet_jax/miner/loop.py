@@ -96,6 +96,7 @@ class Miner:
     def start(self, stop: threading.Event, start_timeout_s: float = 600.0) -> Replica:
         """Waits for the run's start window, then catches θ up to the current window."""
         self.warm_up()
+        self.node.commit_bucket()  # published once compiled: a committed miner is ready
         start = self.node.wait_for_start_window(stop, start_timeout_s)
         replica, momentum = restore_replica(self.cfg, self.checkpoints, start)
         self.replica = replica

@@ -96,6 +96,7 @@ class Validator:
         """Announces the start window (lead validator, once), rebuilds θ up to the state."""
         node = self.node
         self.warm_up()
+        node.commit_bucket()
         if node.network.lead_validator() == node.uid:
             first = node.current_window() + 1 + self.cfg.protocol.start_delay_windows
             body = json.dumps({"start_window": first}).encode()
