@@ -65,6 +65,19 @@ def trial_params(params: llama.Params, signs: Any, beta: jax.Array) -> llama.Par
     return jax.tree.map(lambda p, s: p - beta * s.astype(p.dtype), params, signs)
 
 
+def for_compute(params: llama.Params, cfg: ModelConfig) -> llama.Params:
+    """The parameters as the forward pass consumes them: every matrix cast once to the compute
+    dtype (the forward casts each one there anyway), norm scales kept (RMSNorm reads them in
+    fp32). Losses are unchanged; each scored batch stops re-reading fp32 weights to cast them,
+    and K candidates' trial weights take half the memory with bf16 compute."""
+    cdt = jnp.dtype(cfg.compute_dtype)
+    return jax.tree.map(
+        lambda p, axes: p if "norm" in axes else p.astype(cdt),
+        params,
+        llama.param_logical_axes(cfg),
+    )
+
+
 def _pad_leading(tree: Any, to: int) -> Any:
     def pad(x: jax.Array) -> jax.Array:
         extra = to - x.shape[0]
@@ -96,12 +109,14 @@ def score_candidates(
     k = own_KNBT.shape[0]
     chunk = max(1, min(chunk, k))
     n_chunks = -(-k // chunk)
-    random_before = mean_loss(params, random_NBT, random_weights_N, model_cfg)
+    current = for_compute(params, model_cfg)
+    random_before = mean_loss(current, random_NBT, random_weights_N, model_cfg)
 
     def one(c_idx: Any, c_vals: Any, own_NBT: jax.Array, own_w_N: jax.Array) -> Any:
         trial = trial_params(params, single_peer_sign(c_idx, c_vals, plan), beta)
+        trial = for_compute(trial, model_cfg)
         return (
-            mean_loss(params, own_NBT, own_w_N, model_cfg),
+            mean_loss(current, own_NBT, own_w_N, model_cfg),
             mean_loss(trial, own_NBT, own_w_N, model_cfg),
             mean_loss(trial, random_NBT, random_weights_N, model_cfg),
         )
