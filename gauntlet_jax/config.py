@@ -58,8 +58,15 @@ class MeshConfig:
     data: int = -1
     fsdp: int = 1
     tensor: int = 1
-    # Multi-host: call jax.distributed.initialize. "auto" = only when a TPU pod is detected.
+    # Multi-host: call jax.distributed.initialize. "on" / "off", or "auto": on a Cloud TPU VM, or
+    # when the environment names a coordinator or several TPU workers (gauntlet_jax/distributed.py).
     distributed: str = "auto"
+    # Explicit multi-host job (e.g. GPU hosts): coordinator "host:port", process count and this
+    # process's id. Empty / 0 / -1 = from JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and
+    # JAX_PROCESS_ID, else JAX's own cluster detection (TPU pods, SLURM, …).
+    coordinator: str = ""
+    num_processes: int = 0
+    process_id: int = -1
 
 
 @dataclass(frozen=True)

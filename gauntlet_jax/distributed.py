@@ -1,0 +1,261 @@
+"""Multi-host JAX: joining the job, who leads, and moving data onto a mesh that spans hosts.
+
+On a TPU pod slice every worker runs the same command. `maybe_initialize` joins them into one JAX
+job (`jax.distributed.initialize`) before anything touches a device, so `jax.devices()` lists the
+chips of every host and one mesh spans them all. The rules of the multi-host program:
+
+- every process runs the same jitted programs on the same global shapes (SPMD);
+- inputs every process can compute alike (θ from the public seed, payloads from public buckets)
+  are placed with `global_array`: each process supplies only the shards its own devices hold;
+- token batches are per-host: `process_rows` says which rows of the global batch this host's
+  devices hold, the host loads just those, and `global_batch` assembles the global array
+  (`jax.make_array_from_process_local_data`);
+- only the leader (process 0) talks to the chain and writes state and payloads; a decision only
+  it can take (what the chain said, what to evaluate) reaches the others via
+  `broadcast_from_leader`, so every process then runs the same program;
+- results come back to every host with `to_host` (an all-gather when the array spans hosts).
+
+Single-process runs take the same paths at no cost: every helper degrades to the local case.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import Sharding
+
+from gauntlet_jax.config import MeshConfig
+from gauntlet_jax.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+MODES = ("auto", "on", "off")
+# TPU chips on this host's PCI bus mean a Cloud TPU VM: Google's vendor id and the TPU device
+# ids (v3, v4, v5p, v5e, v6e, TPU7x; as jax/_src/hardware_utils.py). Google's other PCI devices
+# (the gVNIC network card of any GCE VM) have other device ids.
+_GOOGLE_PCI_VENDOR = "0x1ae0"
+_TPU_PCI_DEVICES = frozenset({"0x0027", "0x0056", "0x005e", "0x0062", "0x0063", "0x006f", "0x0076"})
+_PCI_DEVICES = Path("/sys/bus/pci/devices")
+# Environment variables that name a multi-host TPU job: comma-separated worker lists (GKE, some
+# queued-resource set-ups) and the multislice coordinator.
+_TPU_WORKER_LISTS = ("TPU_PROCESS_ADDRESSES", "TPU_WORKER_HOSTNAMES")
+_MULTISLICE = "MEGASCALE_COORDINATOR_ADDRESS"
+# Cap on a broadcast decision: they are small JSON documents (uids, a window, a flag).
+MAX_DECISION_BYTES = 1 << 20
+
+
+class DistributedError(ConfigError):
+    """The multi-host settings are contradictory or incomplete (names the setting)."""
+
+
+def _int_env(env: Mapping[str, str], key: str) -> int | None:
+    raw = env.get(key, "").strip()
+    if not raw:
+        return None
+    try:
+        return int(raw)
+    except ValueError as e:
+        raise DistributedError(f"{key}={raw!r} is not an integer") from e
+
+
+def tpu_chips_on_host(pci_root: Path = _PCI_DEVICES) -> int:
+    """Google accelerator chips on this host's PCI bus (0 off Cloud TPU VMs)."""
+    if not pci_root.is_dir():
+        return 0
+    count = 0
+    for vendor in pci_root.glob("*/vendor"):
+        try:
+            if vendor.read_text().strip() != _GOOGLE_PCI_VENDOR:
+                continue
+            device = (vendor.parent / "device").read_text().strip()
+        except OSError:
+            continue
+        count += device in _TPU_PCI_DEVICES
+    return count
+
+
+def pod_detected(env: Mapping[str, str] | None = None, pci_root: Path = _PCI_DEVICES) -> str:
+    """Why this process should join a multi-host job under `distributed: auto`, or "" when
+    nothing says it should: an explicit coordinator, a list of several TPU workers, a multislice
+    coordinator, or TPU chips on this host (a Cloud TPU VM, whose workers JAX finds through the
+    metadata server; a single-host VM then joins a job of one, which costs nothing)."""
+    env = os.environ if env is None else env
+    if env.get("JAX_COORDINATOR_ADDRESS"):
+        return "JAX_COORDINATOR_ADDRESS is set"
+    for key in _TPU_WORKER_LISTS:
+        hosts = [h for h in env.get(key, "").split(",") if h.strip()]
+        if len(hosts) > 1:
+            return f"{key} names {len(hosts)} workers"
+    if env.get(_MULTISLICE):
+        return f"{_MULTISLICE} is set"
+    chips = tpu_chips_on_host(pci_root)
+    if chips:
+        return f"{chips} TPU chips on this host"
+    return ""
+
+
+def initialize_args(mesh_cfg: MeshConfig, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Keyword arguments for `jax.distributed.initialize`: config first, then JAX_* env vars;
+    what neither gives is left to JAX's cluster detection."""
+    env = os.environ if env is None else env
+    coordinator = mesh_cfg.coordinator or env.get("JAX_COORDINATOR_ADDRESS", "")
+    num = (
+        mesh_cfg.num_processes if mesh_cfg.num_processes > 0 else _int_env(env, "JAX_NUM_PROCESSES")
+    )
+    pid = mesh_cfg.process_id if mesh_cfg.process_id >= 0 else _int_env(env, "JAX_PROCESS_ID")
+    if num is not None and num < 1:
+        raise DistributedError(f"mesh.num_processes must be ≥ 1, got {num}")
+    if pid is not None and num is not None and not 0 <= pid < num:
+        raise DistributedError(f"mesh.process_id {pid} is outside [0, {num})")
+    args: dict[str, Any] = {}
+    if coordinator:
+        if ":" not in coordinator:
+            raise DistributedError(f"mesh.coordinator {coordinator!r} must be host:port")
+        args["coordinator_address"] = coordinator
+        if num is None or pid is None:
+            raise DistributedError(
+                "an explicit coordinator needs mesh.num_processes and mesh.process_id "
+                "(or JAX_NUM_PROCESSES and JAX_PROCESS_ID)"
+            )
+    if num is not None:
+        args["num_processes"] = num
+    if pid is not None:
+        args["process_id"] = pid
+    return args
+
+
+def maybe_initialize(
+    mesh_cfg: MeshConfig, env: Mapping[str, str] | None = None, pci_root: Path = _PCI_DEVICES
+) -> bool:
+    """Joins the multi-host job when `mesh.distributed` says so; True when this process is part
+    of one (already or now). Call before anything touches a JAX device.
+
+    "off": never. "on": always (coordinator, process count and id from the config, the JAX_*
+    env vars, or JAX's cluster detection). "auto": when `pod_detected` finds a reason.
+    """
+    mode = mesh_cfg.distributed
+    if mode not in MODES:
+        raise DistributedError(f"mesh.distributed={mode!r}; valid: {', '.join(MODES)}")
+    if mode == "off":
+        return False
+    if jax.distributed.is_initialized():
+        return True
+    if mode == "auto":
+        reason = pod_detected(env, pci_root)
+        if not reason:
+            return False
+        log.info("joining a multi-host JAX job: %s", reason)
+    jax.distributed.initialize(**initialize_args(mesh_cfg, env))
+    log.info(
+        "process %d of %d: %d local of %d devices",
+        jax.process_index(),
+        jax.process_count(),
+        jax.local_device_count(),
+        jax.device_count(),
+    )
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# Who leads
+
+
+def is_leader() -> bool:
+    """True in process 0, the only one that talks to the chain and writes to buckets and disk."""
+    return jax.process_index() == 0
+
+
+def broadcast_from_leader(value: Any) -> Any:
+    """The leader's `value` (JSON: dicts, lists, numbers, strings) in every process; the others'
+    argument is ignored. Single-process: `value` itself. Every process must call it, in the same
+    order, like any collective."""
+    if jax.process_count() == 1:
+        return value
+    data = json.dumps(value, sort_keys=True).encode() if is_leader() else b""
+    if len(data) > MAX_DECISION_BYTES:
+        raise DistributedError(
+            f"decision of {len(data)} bytes exceeds the {MAX_DECISION_BYTES}-byte broadcast cap"
+        )
+    size = int(multihost_utils.broadcast_one_to_all(np.int32(len(data))))
+    buf = np.zeros(size, np.uint8)
+    if is_leader():
+        buf[:] = np.frombuffer(data, np.uint8)
+    out = np.asarray(multihost_utils.broadcast_one_to_all(buf), np.uint8)
+    return json.loads(out.tobytes().decode())
+
+
+def sync(name: str) -> None:
+    """Waits until every process reaches the barrier `name` (no-op with one process)."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Data onto a mesh that spans hosts
+
+
+def global_array(value: Any, sharding: Sharding) -> jax.Array:
+    """A global array from a host value every process holds in full (θ from the public seed, a
+    downloaded payload): each process supplies only the shards of its own devices."""
+    host = np.asarray(value)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
+def global_tree(tree: Any, shardings: Any) -> Any:
+    """`global_array` over a pytree with a matching tree of shardings."""
+    return jax.tree.map(global_array, tree, shardings)
+
+
+def process_rows(sharding: Sharding, global_shape: tuple[int, ...], axis: int = 0) -> slice:
+    """The rows along `axis` of a global array that this process's devices hold: the slice of
+    the global batch this host loads. All of them when the axis is not split across hosts."""
+    starts, stops = [], []
+    for index in sharding.addressable_devices_indices_map(global_shape).values():
+        piece = index[axis] if index is not None and axis < len(index) else slice(None)
+        start, stop, _ = piece.indices(global_shape[axis])
+        starts.append(start)
+        stops.append(stop)
+    lo, hi = min(starts), max(stops)
+    covered = np.zeros(hi - lo, bool)
+    for start, stop in zip(starts, stops, strict=True):
+        covered[start - lo : stop - lo] = True
+    if not covered.all():
+        raise DistributedError(
+            f"this process's rows of axis {axis} ({sorted(set(zip(starts, stops, strict=True)))}) "
+            "are not contiguous; order the mesh so each host holds one block of the batch"
+        )
+    return slice(lo, hi)
+
+
+def global_batch(
+    local_rows: np.ndarray, sharding: Sharding, global_shape: tuple[int, ...], axis: int = 0
+) -> jax.Array:
+    """The global batch from this host's rows (`process_rows`) of it."""
+    rows = process_rows(sharding, global_shape, axis)
+    expected = rows.stop - rows.start
+    if local_rows.shape[axis] != expected:
+        raise DistributedError(
+            f"this process holds rows {rows.start}:{rows.stop} of axis {axis} ({expected}), "
+            f"but {local_rows.shape[axis]} were given"
+        )
+    return jax.make_array_from_process_local_data(sharding, local_rows, global_shape)
+
+
+def to_host(tree: Any) -> Any:
+    """Every leaf as a full numpy array in every process (an all-gather across hosts when the
+    array spans them; a plain device-to-host copy otherwise)."""
+
+    def one(x: Any) -> np.ndarray:
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+        return np.asarray(x)
+
+    return jax.tree.map(one, tree)
