@@ -1,6 +1,7 @@
 """Tokenize text into token shards: `python -m gauntlet_jax.prepare_data`.
 
     python -m gauntlet_jax.prepare_data --config 1b2 --input data/*.parquet --out corpora/fw
+    python -m gauntlet_jax.prepare_data --config 1b2 --input data/ --out gs://my-data/fw
     python -m gauntlet_jax.prepare_data --demo                # the Shakespeare demo, into the cache
 
 Inputs are streamed, never loaded whole (except a .txt read as one document):
@@ -9,7 +10,8 @@ Inputs are streamed, never loaded whole (except a .txt read as one document):
   *.jsonl[.gz]    one JSON object per line; the document is its --text-field (default "text")
   *.parquet       the --text-field column, read in record batches
 A directory input contributes its files with those suffixes, in sorted order. The tokenizer is
-data.tokenizer (default: the SentencePiece model in mistral-common).
+data.tokenizer (default: the SentencePiece model in mistral-common). A bucket --out (gs://…) is
+written through the storage layer with the config's storage credentials, manifest last.
 """
 
 from __future__ import annotations
@@ -23,16 +25,19 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
-from gauntlet_jax.config import add_config_args, config_from_args
+from gauntlet_jax.config import StorageConfig, add_config_args, config_from_args
 from gauntlet_jax.data.shards import (
     DEFAULT_SHARD_TOKENS,
+    MANIFEST_NAME,
     demo_documents,
+    is_bucket_url,
     merge_blocks,
     prepare_demo,
     prepare_shards,
 )
 from gauntlet_jax.data.tokenizer import load_tokenizer
-from gauntlet_jax.errors import DataError, GauntletError
+from gauntlet_jax.errors import DataError, GauntletError, ObjectNotFound, StorageError
+from gauntlet_jax.storage.base import open_bucket
 
 TEXT_SUFFIXES = (".txt", ".txt.gz")
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz")
@@ -153,7 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_config_args(parser)
     parser.add_argument("--input", nargs="+", default=[], metavar="PATH", help="files or folders")
-    parser.add_argument("--out", default="", help="output directory (a new corpus)")
+    parser.add_argument(
+        "--out", default="", help="output directory or bucket URL (gs://…) for a new corpus"
+    )
     parser.add_argument(
         "--demo",
         action="store_true",
@@ -174,6 +181,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--shard-tokens", type=int, default=DEFAULT_SHARD_TOKENS)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
+
+
+def _holds_corpus(out: str | Path, storage: StorageConfig) -> bool:
+    if not isinstance(out, str):
+        return (out / MANIFEST_NAME).exists()
+    try:
+        open_bucket(out, storage).head(MANIFEST_NAME)
+    except ObjectNotFound:
+        return False
+    except StorageError as e:
+        raise DataError(f"cannot check {out} for an existing corpus: {e}") from e
+    return True
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -204,8 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     min_chars=args.min_chars,
                 )
                 source = ", ".join(str(f) for f in files[:3]) + (" …" if len(files) > 3 else "")
-            out = Path(args.out).expanduser()
-            if (out / "manifest.json").exists():
+            out = args.out if is_bucket_url(args.out) else Path(args.out).expanduser()
+            if _holds_corpus(out, cfg.storage):
                 raise DataError(f"{out} already holds a corpus; choose a new --out")
             manifest = prepare_shards(
                 documents,
@@ -214,6 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.shard_tokens,
                 source=source,
                 progress=progress,
+                storage=cfg.storage,
             )
     except GauntletError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -15,6 +15,7 @@ from rich.logging import RichHandler
 from gauntlet_jax.chain import open_chain
 from gauntlet_jax.config import Config, add_config_args, config_from_args
 from gauntlet_jax.data.shards import TokenCorpus, open_corpus
+from gauntlet_jax.distributed import maybe_initialize
 from gauntlet_jax.node import Node
 
 
@@ -63,7 +64,10 @@ def stop_on_signals() -> threading.Event:
 
 def open_node(args: argparse.Namespace) -> tuple[Config, Node, TokenCorpus]:
     cfg = config_from_args(args)
+    # First, before anything touches a device: joins the multi-host job on a TPU pod slice
+    # (mesh.distributed), so jax.devices() spans every host.
+    maybe_initialize(cfg.mesh)
     chain = open_chain(cfg.chain)
     node = Node.connect(cfg, args.hotkey, chain, commit=False)  # the role commits when ready
-    corpus = open_corpus(cfg.data)
+    corpus = open_corpus(cfg.data, storage=cfg.storage)
     return cfg, node, corpus

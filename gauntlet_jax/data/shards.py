@@ -15,13 +15,16 @@ Every file is a plain .npy array (read with allow_pickle=False) and the manifest
 corpus fetched from anywhere can be checked before use. `open_corpus` validates the manifest, the
 index and a sample of document boundaries and raises `DataError` naming the fault.
 
-Writing goes through one seam, `FileSink.put(name, data)`, so a bucket-backed sink can replace the
-local directory later without touching the writer.
+Writing goes through one seam, `FileSink.put(name, data)`: a local directory, or a bucket
+(`gs://bucket/prefix`, through `gauntlet_jax.storage`). The manifest records each file's size
+and SHA-256. A corpus in a bucket is downloaded once into `data.cache_dir` (size-capped by the
+manifest, hashes verified, then renamed into place whole) and memory-mapped from there.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.resources
 import io
 import itertools
@@ -38,14 +41,15 @@ from typing import Any, Protocol
 import numpy as np
 from tqdm.auto import tqdm
 
-from gauntlet_jax.config import DataConfig
+from gauntlet_jax.config import DataConfig, StorageConfig
 from gauntlet_jax.data.tokenizer import (
     Tokenizer,
     file_sha256,
     load_tokenizer,
     resolve_tokenizer_path,
 )
-from gauntlet_jax.errors import DataError
+from gauntlet_jax.errors import DataError, StorageError
+from gauntlet_jax.storage.base import Bucket, open_bucket
 
 FORMAT_NAME = "gauntlet-jax-token-shards"
 FORMAT_VERSION = 1
@@ -107,16 +111,39 @@ class LocalDirSink:
         return str(self.root)
 
 
-def open_sink(out: str | Path) -> FileSink:
-    """The sink for an output location. Only local directories for now; bucket URLs
-    (gs://, …) will map onto the storage layer's buckets here."""
-    text = str(out)
-    if "://" in text:
-        raise DataError(
-            f"cannot write shards to {text!r}: bucket outputs are not supported yet; write to a "
-            "local directory and copy it"
-        )
-    return LocalDirSink(Path(text).expanduser())
+@dataclass(frozen=True)
+class BucketSink:
+    """Objects in a bucket (`gs://bucket/prefix`, `file:///path`): each put is atomic there."""
+
+    bucket: Bucket
+
+    def put(self, name: str, data: bytes) -> None:
+        try:
+            self.bucket.put(name, data)
+        except StorageError as e:
+            raise DataError(f"cannot write {name} to {self.bucket.url}: {e}") from e
+
+    def describe(self) -> str:
+        return self.bucket.url
+
+
+def is_bucket_url(location: str | Path) -> bool:
+    return "://" in str(location)
+
+
+def _open_corpus_bucket(url: str, storage: StorageConfig | None) -> Bucket:
+    try:
+        return open_bucket(url, storage or StorageConfig())
+    except StorageError as e:
+        raise DataError(f"corpus {url}: {e}") from e
+
+
+def open_sink(out: str | Path, storage: StorageConfig | None = None) -> FileSink:
+    """The sink for an output location: a local directory, or a bucket URL (gs://…, file://…)
+    written through the storage layer with `storage`'s credentials and timeouts."""
+    if is_bucket_url(out):
+        return BucketSink(_open_corpus_bucket(str(out), storage))
+    return LocalDirSink(Path(str(out)).expanduser())
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -155,13 +182,15 @@ def prepare_shards(
     *,
     source: str = "",
     progress: bool = True,
+    storage: StorageConfig | None = None,
 ) -> dict[str, Any]:
     """Tokenizes `documents` (streamed; each stored as BOS … EOS) into token shards under
-    `out_dir` and returns the manifest. Blank documents are skipped. A shard is closed at the
-    first document boundary at or after `shard_tokens` tokens, so no document spans shards."""
+    `out_dir` (a directory or a bucket URL, `open_sink`) and returns the manifest. Blank
+    documents are skipped. A shard is closed at the first document boundary at or after
+    `shard_tokens` tokens, so no document spans shards."""
     if shard_tokens <= 0:
         raise DataError(f"shard_tokens must be positive, got {shard_tokens}")
-    sink = open_sink(out_dir)
+    sink = open_sink(out_dir, storage)
     dtype = token_dtype(tokenizer.vocab_size)
     shards: list[dict[str, Any]] = []
     pending: list[np.ndarray] = []
@@ -175,7 +204,14 @@ def prepare_shards(
         data = _npy_bytes(tokens)
         name = _shard_name(len(shards))
         sink.put(name, data)
-        shards.append({"file": name, "num_tokens": int(tokens.size), "bytes": len(data)})
+        shards.append(
+            {
+                "file": name,
+                "num_tokens": int(tokens.size),
+                "bytes": len(data),
+                "sha256": hashlib.sha256(data).hexdigest(),
+            }
+        )
         pending, pending_tokens = [], 0
 
     bar = tqdm(desc=f"tokenizing {source or 'documents'}", unit=" doc", disable=not progress)
@@ -217,7 +253,8 @@ def prepare_shards(
     lengths_all = np.concatenate(doc_lengths)
     offsets = np.zeros(lengths_all.size + 1, dtype=np.int64)
     np.cumsum(lengths_all, out=offsets[1:])
-    sink.put(DOC_INDEX_NAME, _npy_bytes(offsets))
+    index_data = _npy_bytes(offsets)
+    sink.put(DOC_INDEX_NAME, index_data)
     manifest: dict[str, Any] = {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
@@ -231,6 +268,7 @@ def prepare_shards(
         "skipped_blank_docs": skipped,
         "source": source,
         "doc_index": DOC_INDEX_NAME,
+        "doc_index_sha256": hashlib.sha256(index_data).hexdigest(),
         "shards": shards,
     }
     sink.put(MANIFEST_NAME, json.dumps(manifest, indent=2).encode())
@@ -241,12 +279,12 @@ def prepare_shards(
 # Reading
 
 
-def _require(cond: bool, where: Path, fault: str) -> None:
+def _require(cond: bool, where: Path | str, fault: str) -> None:
     if not cond:
         raise DataError(f"corpus {where}: {fault}")
 
 
-def _int_field(manifest: dict[str, Any], key: str, where: Path, minimum: int = 0) -> int:
+def _int_field(manifest: dict[str, Any], key: str, where: Path | str, minimum: int = 0) -> int:
     value = manifest.get(key)
     _require(
         isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
@@ -256,7 +294,7 @@ def _int_field(manifest: dict[str, Any], key: str, where: Path, minimum: int = 0
     return int(value)
 
 
-def _file_field(value: Any, where: Path, what: str) -> str:
+def _file_field(value: Any, where: Path | str, what: str) -> str:
     _require(
         isinstance(value, str) and bool(_SAFE_FILE_NAME.match(value)),
         where,
@@ -572,18 +610,131 @@ def prepare_demo(cache_dir: str | Path, tokenizer: Tokenizer, *, progress: bool 
     return final
 
 
-def open_corpus(cfg: DataConfig, *, progress: bool = True) -> TokenCorpus:
-    """Opens the configured token corpus (`cfg.shards`), or the embedded demo corpus, prepared
-    into `cfg.cache_dir` on first use, when `cfg.shards` is empty."""
+# --------------------------------------------------------------------------------------------
+# Corpora in buckets
+
+# Bytes of a 1-D .npy file beyond its data: the header (padded to a multiple of 64) is far
+# smaller; the cap only bounds what a hostile bucket can make us download.
+_NPY_HEADER_CAP = 4096
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+# Cache entries of downloaded corpora live under cache_dir/CORPUS_CACHE/<manifest hash>.
+CORPUS_CACHE = "corpora"
+
+
+def _download(bucket: Bucket, url: str, name: str, cap: int, entry: dict[str, Any]) -> bytes:
+    """One corpus file, at most `cap` bytes, checked against the manifest's size and hash."""
+    try:
+        data = bucket.get(name, max_bytes=cap)
+    except StorageError as e:
+        raise DataError(f"corpus {url}: cannot read {name}: {e}") from e
+    size, digest = entry.get("bytes"), entry.get("sha256")
+    _require(
+        size is None or size == len(data),
+        url,
+        f"{name} is {len(data)} bytes but the manifest says {size}",
+    )
+    if digest is not None:
+        _require(
+            isinstance(digest, str) and bool(_SHA256_HEX.match(digest)),
+            url,
+            f"manifest hash of {name} is not a SHA-256 hex digest",
+        )
+        _require(
+            hashlib.sha256(data).hexdigest() == digest,
+            url,
+            f"{name} does not match its SHA-256 in the manifest (corrupt or replaced)",
+        )
+    return data
+
+
+def fetch_corpus(
+    url: str,
+    cache_dir: str | Path,
+    storage: StorageConfig | None = None,
+    *,
+    progress: bool = True,
+) -> Path:
+    """Downloads the corpus at bucket `url` into `cache_dir` once; returns its local directory.
+
+    The cache entry is named by the manifest's SHA-256: a complete entry is reused after reading
+    only the manifest, and a corpus rewritten under the same URL is fetched anew. Every file is
+    capped at the size the manifest implies and checked against the size and SHA-256 it records.
+    The entry is built in a temporary directory and renamed into place, so concurrent processes
+    and interrupted downloads never leave a partial corpus behind. `TokenCorpus` then validates
+    the structure as for any local corpus.
+    """
+    bucket = _open_corpus_bucket(url, storage)
+    raw = _download(bucket, url, MANIFEST_NAME, MAX_MANIFEST_BYTES, {})
+    cache = Path(cache_dir).expanduser() / CORPUS_CACHE
+    final = cache / hashlib.sha256(raw).hexdigest()[:32]
+    if (final / MANIFEST_NAME).is_file():
+        return final
+    try:
+        manifest = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"corpus {url}: {MANIFEST_NAME} is not valid JSON: {exc}") from exc
+    _require(isinstance(manifest, dict), url, "manifest is not a JSON object")
+    dtype_name = manifest.get("dtype")
+    _require(dtype_name in ("uint16", "uint32"), url, f"dtype {dtype_name!r} is not supported")
+    itemsize = np.dtype(str(dtype_name)).itemsize
+    num_docs = _int_field(manifest, "num_docs", url, minimum=1)
+    shards = manifest.get("shards")
+    _require(isinstance(shards, list) and len(shards) > 0, url, "no shards in the manifest")
+    index_name = _file_field(manifest.get("doc_index"), url, "doc_index")
+    wanted = [
+        (
+            index_name,
+            (num_docs + 1) * 8 + _NPY_HEADER_CAP,
+            {"sha256": manifest.get("doc_index_sha256")},
+        )
+    ]
+    for i, entry in enumerate(shards):
+        _require(isinstance(entry, dict), url, f"shards[{i}] is not an object")
+        name = _file_field(entry.get("file"), url, f"shards[{i}].file")
+        count = _int_field(entry, "num_tokens", url, minimum=1)
+        wanted.append((name, count * itemsize + _NPY_HEADER_CAP, entry))
+    _require(
+        len({name for name, _, _ in wanted}) == len(wanted), url, "file names repeat in manifest"
+    )
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=cache, prefix=f".{final.name}.tmp-"))
+    tmp.chmod(0o755)
+    try:
+        sink = LocalDirSink(tmp)
+        total = sum(cap for _, cap, _ in wanted)
+        with tqdm(
+            total=total, desc=f"downloading {url}", unit="B", unit_scale=True, disable=not progress
+        ) as bar:
+            for name, cap, entry in wanted:
+                data = _download(bucket, url, name, cap, entry)
+                sink.put(name, data)
+                bar.update(len(data))
+        sink.put(MANIFEST_NAME, raw)  # last: its presence marks a complete corpus
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            # Another process finished the same corpus first: use that one.
+            if not (final / MANIFEST_NAME).is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def open_corpus(
+    cfg: DataConfig, *, progress: bool = True, storage: StorageConfig | None = None
+) -> TokenCorpus:
+    """Opens the configured token corpus (`cfg.shards`: a directory, or a bucket URL fetched
+    into `cfg.cache_dir` once with `storage`'s credentials), or the embedded demo corpus,
+    prepared into `cfg.cache_dir` on first use, when `cfg.shards` is empty."""
     if not cfg.shards:
         tokenizer = load_tokenizer(cfg.tokenizer)
         return TokenCorpus(prepare_demo(cfg.cache_dir, tokenizer, progress=progress))
-    if "://" in cfg.shards:
-        raise DataError(
-            f"data.shards {cfg.shards!r}: reading shards from a bucket is not supported yet; "
-            "copy the corpus directory locally and point data.shards at it"
-        )
-    corpus = TokenCorpus(Path(cfg.shards).expanduser())
+    if is_bucket_url(cfg.shards):
+        root = fetch_corpus(cfg.shards, cfg.cache_dir, storage, progress=progress)
+    else:
+        root = Path(cfg.shards).expanduser()
+    corpus = TokenCorpus(root)
     if cfg.tokenizer:
         sha = file_sha256(resolve_tokenizer_path(cfg.tokenizer))
         if sha != corpus.tokenizer_sha256:
