@@ -299,9 +299,32 @@ def forward(params: Params, tokens_BT: jax.Array, cfg: ModelConfig) -> jax.Array
     x_BTD, _ = jax.lax.scan(step, x_BTD, params["layers"])
 
     x_BTD = _rms_norm(x_BTD, params["final_norm"], cfg.norm_eps, cdt)
-    return jnp.einsum(
-        "btd,dv->btv", x_BTD, params["lm_head"].astype(cdt), preferred_element_type=jnp.float32
-    )
+    return _logits(x_BTD, params["lm_head"].astype(cdt))
+
+
+@jax.custom_vjp
+def _logits(x_BTD: jax.Array, w_DV: jax.Array) -> jax.Array:
+    """x @ w with fp32 logits (the loss and the validator's loss deltas read them in fp32)."""
+    return jnp.einsum("btd,dv->btv", x_BTD, w_DV, preferred_element_type=jnp.float32)
+
+
+def _logits_fwd(x_BTD: jax.Array, w_DV: jax.Array) -> tuple[jax.Array, Any]:
+    return _logits(x_BTD, w_DV), (x_BTD, w_DV)
+
+
+def _logits_bwd(residuals: Any, g_BTV: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Backward in the operands' (compute) dtype. Left to autodiff, the fp32 logits cotangent
+    makes both backward products fp32 (TF32 kernels on GPU: 4.7 % of a 1b2 train step on an
+    H200, at half the bf16 rate). The cotangent is rounded to the compute dtype first, as bf16
+    autocast does; a no-op with fp32 compute."""
+    x_BTD, w_DV = residuals
+    g_BTV = g_BTV.astype(x_BTD.dtype)
+    dx = jnp.einsum("btv,dv->btd", g_BTV, w_DV, preferred_element_type=jnp.float32)
+    dw = jnp.einsum("btd,btv->dv", x_BTD, g_BTV, preferred_element_type=jnp.float32)
+    return dx.astype(x_BTD.dtype), dw.astype(w_DV.dtype)
+
+
+_logits.defvjp(_logits_fwd, _logits_bwd)
 
 
 def loss_and_count(
