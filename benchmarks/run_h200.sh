@@ -46,7 +46,9 @@ step 210 "score K=$K" "${BENCH[@]}" score --candidates "$K" --warmup 0 --repeats
   || step 150 "score K=$K chunk 4" "${BENCH[@]}" score --candidates "$K" --chunk 4 --warmup 0 --repeats 2
 step 150 "torch reference K=$K" "$PY" -m benchmarks.torch_reference --config "$CFG" \
   --candidates "$K" --warmup 0 --repeats 2
-step 120 "train" "${BENCH[@]}" train --micro-batches 4 --repeats 3 --profile "$OUT/prof"
+step 120 "train M=4" "${BENCH[@]}" train --micro-batches 4 --repeats 3 --profile "$OUT/prof"
+# A miner accumulates many micro-batches per window: per-call costs amortise further.
+step 120 "train M=16" "${BENCH[@]}" train --micro-batches 16 --repeats 2
 step 90 "compress" "${BENCH[@]}" compress --repeats 5
 step 100 "aggregate" "${BENCH[@]}" aggregate --repeats 3
 

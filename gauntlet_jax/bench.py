@@ -5,7 +5,7 @@ the median seconds of the timed runs (after a compile run and warm-up runs, each
 `block_until_ready`), throughput, MFU and peak device memory.
 
 MFU is quoted against a bf16 matrix-product rate this same process measures (an 8192³ product on
-an accelerator; 1024³ on CPU, where the figure only keeps the field alive). Counted FLOPs:
+an accelerator; 512³ on CPU, where the figure only keeps the field alive). Counted FLOPs:
   forward  2·P·tokens + 2·T·(n_heads·head_dim)·n_layers·tokens   (causal attention: half of QKᵀ, AV)
   train    3 × forward (backward = 2 × forward)
 where P counts the parameters used in matrix products: all but the embedding table, which is a
@@ -67,10 +67,10 @@ OWN_BATCHES = 5
 RANDOM_BATCHES = 5
 # Matrix-product size for the peak rate: the issue's 8192³ on accelerators, smaller on CPU.
 ACCEL_PEAK_SIZE = 8192
-CPU_PEAK_SIZE = 1024
+CPU_PEAK_SIZE = 512
 # Device-to-device copy for the memory-bandwidth ceiling.
 ACCEL_COPY_BYTES = 2 * 1024**3
-CPU_COPY_BYTES = 64 * 1024**2
+CPU_COPY_BYTES = 16 * 1024**2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,22 +135,35 @@ def profile_call(fn: Callable[[], Any], log_dir: str | None) -> None:
             jax.block_until_ready(fn())
 
 
-def measure_matmul_peak(n: int, repeats: int = 10) -> float:
-    """bf16 n×n×n product rate in FLOP/s on the default device (random operands, median)."""
+def _burst_rate(fn: Callable[[], Any], work: float, per_burst: int = 10, bursts: int = 5) -> float:
+    """`work` per call / the median per-call time of bursts of `per_burst` calls dispatched
+    back to back and synchronised once: per-call dispatch latency (≈ 0.1–0.3 ms through JAX,
+    a fifth of an 8192³ product on an H200) stays out of the ceiling."""
+
+    def burst() -> Any:
+        out = None
+        for _ in range(per_burst):
+            out = fn()
+        return out
+
+    _, times, _ = time_calls(burst, warmup=1, repeats=bursts)
+    return work * per_burst / statistics.median(times)
+
+
+def measure_matmul_peak(n: int) -> float:
+    """bf16 n×n×n product rate in FLOP/s on the default device (random operands)."""
     ka, kb = jax.random.split(jax.random.key(1))
     a = jax.random.normal(ka, (n, n), jnp.bfloat16)
     b = jax.random.normal(kb, (n, n), jnp.bfloat16)
     matmul = jax.jit(lambda x, y: jnp.dot(x, y, preferred_element_type=jnp.bfloat16))
-    _, times, _ = time_calls(lambda: matmul(a, b), warmup=3, repeats=repeats)
-    return 2.0 * n**3 / statistics.median(times)
+    return _burst_rate(lambda: matmul(a, b), 2.0 * n**3)
 
 
-def measure_copy_bandwidth(n_bytes: int, repeats: int = 10) -> float:
+def measure_copy_bandwidth(n_bytes: int) -> float:
     """Device memory bandwidth: bytes read + written per second by an elementwise pass."""
     x = jnp.ones((n_bytes // 4,), jnp.float32)
     scale = jax.jit(lambda v: v * 1.0001)
-    _, times, _ = time_calls(lambda: scale(x), warmup=3, repeats=repeats)
-    return 2.0 * x.size * 4 / statistics.median(times)
+    return _burst_rate(lambda: scale(x), 2.0 * x.size * 4)
 
 
 def probe_machine(peak_size: int | None = None) -> Machine:
