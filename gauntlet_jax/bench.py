@@ -247,7 +247,8 @@ def make_record(
         "unit": unit,
         "flops": flops,
         "tflops_per_s": flops / median / 1e12,
-        "mfu": flops / median / machine.peak_flops,
+        # The peak is one device's; the work is spread over all of them.
+        "mfu": flops / median / (machine.peak_flops * machine.device_count),
         "peak_tflops_per_s": machine.peak_flops / 1e12,
         "peak_matmul": f"bf16 {machine.peak_size}^3 product measured in this run",
         "copy_gb_per_s": machine.copy_bytes_per_s / 1e9,
