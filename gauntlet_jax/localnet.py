@@ -46,6 +46,10 @@ def _spawn(
     return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def _wait_until_committed(
     cfg: Config, procs: dict[str, subprocess.Popen], n: int, timeout_s: float
 ) -> bool:
@@ -84,6 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
+    signal.signal(signal.SIGTERM, _interrupt)  # a terminated localnet stops its children too
     out = Path(cfg.run.out_dir)
     if out.exists() and not args.keep:
         shutil.rmtree(out)
