@@ -1,0 +1,441 @@
+"""`python -m gauntlet_jax.tpu_compile --config C --topology v5e:4x4`: does this plan fit that TPU?
+
+Ahead-of-time compilation for a named TPU topology on a CPU host: with `libtpu` installed
+(`pip install "jax[tpu]==<the installed jax>"`), `jax.experimental.topologies` hands out
+compile-only TPU devices; the config's mesh is built over them and the real programs are lowered
+with abstract, sharded arguments and compiled by the TPU compiler. Nothing is allocated and no TPU
+is needed. Prints one JSON object per program:
+
+  grad   the miner's per-micro-batch gradient step (loss and gradient of one [B, T] batch added
+         into the fp32 accumulator, as miner/loop.py does each micro-batch);
+  score  the validator's scoring step (`validator.loss_delta.score_candidates`: K candidates'
+         trial steps and their losses on own and random pages);
+  outer  the shared outer step over a full gather set (`protocol.outer.outer_step`).
+
+Per-device memory comes from the compiled program (`compiled.memory_analysis()`): arguments +
+outputs + temporaries − donated (aliased) bytes, compared with the chip's HBM. FLOPs: XLA's count
+for the compiled per-device program (`compiled.cost_analysis()`), which counts the body of a loop
+once, not once per trip (the layer scan, micro-batch scans and candidate map are loops), so it is a
+floor; and `model_flops`, the matmul FLOPs of the model passes the step runs (forward 2 per weight
+per token plus attention scores and values over the full T×T, backward twice the forward), for the
+whole step over all chips, the figure MFU is quoted against.
+
+Topology names are those `get_topology_desc` accepts: "v5e:4x4", "v4:2x2x4", "v5p:2x2x1",
+"v6e:2x2" (generation:chip grid). v4 and v5p use the megacore chip configuration (one JAX device per
+chip, as on a real TPU VM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from gauntlet_jax.config import Config, add_config_args, config_from_args
+from gauntlet_jax.errors import ConfigError, GauntletError
+from gauntlet_jax.model import grad, llama, sharding
+from gauntlet_jax.protocol import outer
+from gauntlet_jax.replica import plan_for
+from gauntlet_jax.validator.loss_delta import score_candidates
+
+GIB = 1 << 30
+
+
+@dataclass(frozen=True)
+class Chip:
+    """A TPU generation: its name in topology strings, JAX's device_kind and HBM per chip."""
+
+    generation: str
+    device_kind: str
+    hbm_bytes: int
+    chip_config: str  # get_topology_desc's chip_config_name
+
+
+CHIPS: dict[str, Chip] = {
+    c.generation: c
+    for c in (
+        Chip("v4", "TPU v4", 32 * GIB, "megacore"),
+        Chip("v5e", "TPU v5 lite", 16 * GIB, "default"),
+        Chip("v5p", "TPU v5", 95 * GIB, "megacore"),
+        Chip("v6e", "TPU v6 lite", 32 * GIB, "default"),
+    )
+}
+
+STEPS = ("grad", "score", "outer")
+
+# libtpu reads these at start-up. On a CPU host, without them it queries a metadata server that is
+# not there and logs errors about worker hostnames; with them it starts quietly. Several processes
+# may load it at once (tests, a second compile) instead of failing on its lock file.
+_LIBTPU_ENV = {
+    "TPU_SKIP_MDS_QUERY": "1",
+    "TPU_ACCELERATOR_TYPE": "v5litepod-1",
+    "TPU_WORKER_HOSTNAMES": "localhost",
+    "ALLOW_MULTIPLE_LIBTPU_LOAD": "1",
+}
+
+
+class TopologyError(ConfigError):
+    """A topology name is malformed or libtpu cannot describe it."""
+
+
+class LibtpuMissing(GauntletError):
+    """libtpu is not installed (or not the version jax needs): no TPU topology to compile for."""
+
+
+def libtpu_version() -> str | None:
+    """The installed libtpu's version, or None when it is absent."""
+    from importlib import metadata
+
+    for dist in ("libtpu", "libtpu-nightly"):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def libtpu_problem() -> str | None:
+    """Why no TPU topology can be compiled for here, or None: libtpu missing, or not the version
+    the installed jax's `[tpu]` extra asks for (a mismatched pair may crash or compile wrongly)."""
+    from importlib import metadata
+
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    installed = libtpu_version()
+    if installed is None:
+        return f'libtpu is not installed: pip install "jax[tpu]=={jax.__version__}"'
+    for text in metadata.requires("jax") or ():
+        try:
+            req = Requirement(text)
+        except InvalidRequirement:
+            continue
+        if (
+            req.name == "libtpu"
+            and req.marker is not None
+            and req.marker.evaluate({"extra": "tpu"})
+        ) and not req.specifier.contains(installed, prereleases=True):
+            return (
+                f"libtpu {installed} does not match jax {jax.__version__}, whose [tpu] extra "
+                f'needs libtpu{req.specifier}: pip install "jax[tpu]=={jax.__version__}"'
+            )
+    return None
+
+
+def parse_topology(topology: str) -> tuple[Chip, tuple[int, ...]]:
+    """ "v5e:4x4" → (the v5e Chip, (4, 4))."""
+    generation, _, grid = topology.partition(":")
+    chip = CHIPS.get(generation)
+    if chip is None:
+        raise TopologyError(
+            f"topology {topology!r}: unknown TPU generation {generation!r}; known: "
+            f"{', '.join(CHIPS)}"
+        )
+    try:
+        dims = tuple(int(x) for x in grid.split("x"))
+    except ValueError:
+        dims = ()
+    if not dims or any(d < 1 for d in dims):
+        raise TopologyError(f"topology {topology!r}: expected GENERATION:AxB[xC], e.g. v5e:4x4")
+    return chip, dims
+
+
+def topology_devices(topology: str) -> list[jax.Device]:
+    """Compile-only TPU devices of a topology (needs libtpu, not a TPU)."""
+    chip, dims = parse_topology(topology)
+    problem = libtpu_problem()
+    if problem is not None:
+        raise LibtpuMissing(f"cannot compile for {topology}: {problem}")
+    for key, value in _LIBTPU_ENV.items():
+        os.environ.setdefault(key, value)
+    from jax.experimental import topologies
+
+    try:
+        desc = topologies.get_topology_desc(topology, "tpu", chip_config_name=chip.chip_config)
+    except (jax.errors.JaxRuntimeError, RuntimeError, ValueError) as e:
+        raise TopologyError(f"libtpu cannot describe topology {topology!r}: {e}") from e
+    devices = list(desc.devices)
+    if len(devices) != math.prod(dims) or devices[0].device_kind != chip.device_kind:
+        raise TopologyError(
+            f"topology {topology!r}: libtpu gave {len(devices)} × {devices[0].device_kind!r}, "
+            f"expected {math.prod(dims)} × {chip.device_kind!r}"
+        )
+    return devices
+
+
+# ---------------------------------------------------------------------------------------------
+# Analytic model FLOPs
+
+
+def forward_flops_per_sequence(cfg: Any) -> int:
+    """Matmul FLOPs of one forward pass over one [T] sequence (ModelConfig `cfg`)."""
+    t, d, f, v = cfg.seq_len, cfg.d_model, cfg.d_mlp, cfg.vocab_size
+    hd = llama.head_dim(cfg)
+    q_o = 2 * d * cfg.n_heads * hd  # wq and wo
+    kv = 2 * d * cfg.n_kv_heads * hd  # wk and wv
+    mlp = 3 * d * f
+    per_token = 2 * (cfg.n_layers * (q_o + kv + mlp) + d * v)
+    attention = cfg.n_layers * 2 * 2 * t * t * cfg.n_heads * hd  # scores and values, full T×T
+    return per_token * t + attention
+
+
+# ---------------------------------------------------------------------------------------------
+# The programs
+
+
+def _abstract(tree: Any, shardings: Any) -> Any:
+    return jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), tree, shardings
+    )
+
+
+def _spec_sharding(mesh: Mesh, logical: Sequence[str], shape: Sequence[int]) -> NamedSharding:
+    return NamedSharding(mesh, sharding.logical_to_spec(logical, shape, mesh, name="input"))
+
+
+def _gradient_step(
+    acc: llama.Params, params: llama.Params, tokens_BT: jax.Array, cfg: Any
+) -> tuple[llama.Params, jax.Array]:
+    """The miner's micro-batch step: loss and gradient of one batch, added into `acc`."""
+    loss, g = grad.loss_and_grad(params, tokens_BT, cfg)
+    return jax.tree.map(jnp.add, acc, g), loss
+
+
+def lower_gradient_step(cfg: Config, mesh: Mesh) -> tuple[Any, int]:
+    """(lowered program, model FLOPs) of the miner's gradient step on `mesh`."""
+    m = cfg.model
+    p_shard = sharding.param_shardings(m, mesh)
+    params = _abstract(llama.abstract_params(m), p_shard)
+    shape = (cfg.data.batch_size, m.seq_len)
+    tokens = jax.ShapeDtypeStruct(
+        shape, jnp.int32, sharding=_spec_sharding(mesh, ("batch", "seq"), shape)
+    )
+    step = jax.jit(
+        functools.partial(_gradient_step, cfg=m),
+        out_shardings=(p_shard, NamedSharding(mesh, PartitionSpec())),
+        donate_argnums=0,
+    )
+    flops = 3 * forward_flops_per_sequence(m) * cfg.data.batch_size
+    return step.lower(params, params, tokens), flops
+
+
+# Logical name of a payload's last axis (the k values of a chunk): never split.
+_PAYLOAD_RULES = {**sharding.LOGICAL_AXIS_RULES, "topk": None}
+
+
+def _payload_abstract(cfg: Config, mesh: Mesh, n: int) -> tuple[Any, Any]:
+    """Abstract idx/vals trees of `n` payloads stacked on a leading axis (split over "peers").
+
+    A payload's chunk grid follows its parameter's dims (grid row i covers rows 64i…64i+63), so
+    the grid dims are split like the parameter's: each chip then scatters and inverse-transforms
+    only the chunks of its own shard of θ instead of every chip decoding whole payloads."""
+    plan = plan_for(cfg)
+    axes_of = llama.logical_axes_leaves(cfg.model)
+    idx, vals = [], []
+    for lp in plan.leaves:
+        shape = (n, *lp.payload_shape)
+        logical = ("peers", *axes_of[lp.name.replace(".", "/")], "topk")
+        spec = NamedSharding(
+            mesh, sharding.logical_to_spec(logical, shape, mesh, _PAYLOAD_RULES, lp.name)
+        )
+        idx.append(jax.ShapeDtypeStruct(shape, lp.index_dtype, sharding=spec))
+        vals.append(jax.ShapeDtypeStruct(shape, jnp.float32, sharding=spec))
+    return plan.unflatten(idx), plan.unflatten(vals)
+
+
+def lower_scoring_step(cfg: Config, mesh: Mesh, eval_batches: int) -> tuple[Any, int]:
+    """(lowered program, model FLOPs) of the validator's scoring step: `uids_per_window`
+    candidates, `eval_batches` own batches each and as many random batches."""
+    m, v = cfg.model, cfg.validator
+    k, n, b, t = v.uids_per_window, eval_batches, cfg.data.batch_size, m.seq_len
+    params = _abstract(llama.abstract_params(m), sharding.param_shardings(m, mesh))
+    idx, vals = _payload_abstract(cfg, mesh, k)
+
+    def arg(shape: tuple[int, ...], logical: tuple[str, ...], dtype: Any) -> Any:
+        return jax.ShapeDtypeStruct(shape, dtype, sharding=_spec_sharding(mesh, logical, shape))
+
+    lowered = score_candidates.lower(
+        params,
+        idx,
+        vals,
+        arg((k, n, b, t), ("peers", "micro", "batch", "seq"), jnp.int32),
+        arg((k, n), ("peers", "micro"), jnp.float32),
+        arg((n, b, t), ("micro", "batch", "seq"), jnp.int32),
+        arg((n,), ("micro",), jnp.float32),
+        arg((), (), jnp.float32),
+        model_cfg=m,
+        plan=plan_for(cfg),
+        chunk=v.candidate_chunk,
+    )
+    # random before (n), and per candidate own before, own after, random after (3n).
+    sequences = b * (n + k * 3 * n)
+    return lowered, forward_flops_per_sequence(m) * sequences
+
+
+def lower_outer_step(cfg: Config, mesh: Mesh) -> tuple[Any, int]:
+    """(lowered program, 0) of the shared outer step over `gather_peers` payloads."""
+    m = cfg.model
+    p_shard = sharding.param_shardings(m, mesh)
+    params = _abstract(llama.abstract_params(m), p_shard)
+    p = cfg.protocol.gather_peers
+    idx, vals = _payload_abstract(cfg, mesh, p)
+    mask = jax.ShapeDtypeStruct((p,), jnp.bool_, sharding=NamedSharding(mesh, PartitionSpec()))
+    lr = jax.ShapeDtypeStruct((), jnp.float32, sharding=NamedSharding(mesh, PartitionSpec()))
+    plan = plan_for(cfg)
+    step = jax.jit(
+        lambda params, idx, vals, mask, lr: outer.outer_step(
+            params, idx, vals, mask, lr, cfg, plan
+        ),
+        out_shardings=p_shard,
+        donate_argnums=0,
+    )
+    return step.lower(params, idx, vals, mask, lr), 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Reports
+
+
+def _cost_flops(compiled: Any) -> float | None:
+    cost = compiled.cost_analysis()
+    if isinstance(cost, (list, tuple)):
+        cost = cost[0] if cost else None
+    if not cost:
+        return None
+    value = cost.get("flops")
+    return None if value is None else float(value)
+
+
+def memory_report(compiled: Any, hbm_bytes: int) -> dict[str, Any]:
+    """Per-device bytes of a compiled program and whether they fit in `hbm_bytes`."""
+    mem = compiled.memory_analysis()
+    parts = {
+        "argument_bytes": int(mem.argument_size_in_bytes),
+        "output_bytes": int(mem.output_size_in_bytes),
+        "temp_bytes": int(mem.temp_size_in_bytes),
+        "alias_bytes": int(mem.alias_size_in_bytes),
+        "code_bytes": int(mem.generated_code_size_in_bytes),
+    }
+    total = (
+        parts["argument_bytes"]
+        + parts["output_bytes"]
+        + parts["temp_bytes"]
+        - parts["alias_bytes"]
+        + parts["code_bytes"]
+    )
+    return {
+        **parts,
+        "total_bytes": total,
+        "total_gib": round(total / GIB, 3),
+        "hbm_gib": round(hbm_bytes / GIB, 3),
+        "fraction_of_hbm": round(total / hbm_bytes, 4),
+        "fits": total <= hbm_bytes,
+    }
+
+
+def compile_step(cfg: Config, topology: str, step: str, *, eval_batches: int = 2) -> dict[str, Any]:
+    """Compiles one program (`step` in STEPS) for `topology` with the config's mesh; returns the
+    report (memory per device against HBM, FLOPs, compile time) as a JSON-ready dict."""
+    chip, _ = parse_topology(topology)
+    devices = topology_devices(topology)
+    mesh = sharding.make_mesh(cfg.mesh, devices)
+    t0 = time.perf_counter()
+    if step == "grad":
+        lowered, model_flops = lower_gradient_step(cfg, mesh)
+    elif step == "score":
+        lowered, model_flops = lower_scoring_step(cfg, mesh, eval_batches)
+    elif step == "outer":
+        lowered, model_flops = lower_outer_step(cfg, mesh)
+    else:
+        raise ConfigError(f"unknown step {step!r}; valid: {', '.join(STEPS)}")
+    compiled = lowered.compile()
+    seconds = time.perf_counter() - t0
+    report: dict[str, Any] = {
+        "config": cfg.name,
+        "topology": topology,
+        "step": step,
+        "device_kind": devices[0].device_kind,
+        "devices": len(devices),
+        "hosts": len({d.process_index for d in devices}),
+        "mesh": dict(mesh.shape),
+        "memory_per_device": memory_report(compiled, chip.hbm_bytes),
+        "xla_flops_per_device": _cost_flops(compiled),
+        "model_flops": model_flops,
+        "compile_s": round(seconds, 1),
+        "jax": jax.__version__,
+        "libtpu": libtpu_version(),
+    }
+    if step == "score":
+        report["shapes"] = {
+            "candidates": cfg.validator.uids_per_window,
+            "eval_batches": eval_batches,
+            "batch": cfg.data.batch_size,
+            "seq_len": cfg.model.seq_len,
+        }
+    elif step == "grad":
+        report["shapes"] = {"batch": cfg.data.batch_size, "seq_len": cfg.model.seq_len}
+    else:
+        report["shapes"] = {"gather_peers": cfg.protocol.gather_peers}
+    return report
+
+
+def add_compile_args(parser: argparse.ArgumentParser) -> None:
+    """The flags of this command (shared with `bench compile`)."""
+    add_config_args(parser)
+    parser.add_argument(
+        "--topology",
+        action="append",
+        required=True,
+        help="TPU topology, e.g. v5e:4x4, v4:2x2x4, v5p:2x2x1, v6e:2x2 (repeatable)",
+    )
+    parser.add_argument(
+        "--step",
+        action="append",
+        choices=STEPS,
+        default=None,
+        help="program(s) to compile (repeatable; default: grad and score)",
+    )
+    parser.add_argument(
+        "--eval-batches",
+        type=int,
+        default=2,
+        help="own (and random) batches per candidate in the scoring step",
+    )
+
+
+def run_compile(args: argparse.Namespace) -> int:
+    """Compiles every (topology, step) asked for and prints one JSON line each; exit status 1
+    when any program does not fit its chip's HBM."""
+    cfg = config_from_args(args)
+    all_fit = True
+    for topology in args.topology:
+        for step in args.step or ("grad", "score"):
+            report = compile_step(cfg, topology, step, eval_batches=args.eval_batches)
+            all_fit &= report["memory_per_device"]["fits"]
+            print(json.dumps(report), flush=True)
+    return 0 if all_fit else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gauntlet_jax.tpu_compile", description=__doc__)
+    add_compile_args(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run_compile(args)
+    except GauntletError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

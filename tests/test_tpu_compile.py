@@ -1,0 +1,83 @@
+"""Compile-checked TPU plans: the 1b2 validator scoring step, compiled ahead of time for a TPU
+topology on this CPU host (libtpu), fits the chip's HBM with the mesh of configs/tpu-v6e-4.yaml;
+every documented topology name is one libtpu knows.
+
+Needs libtpu (`pip install "jax[tpu]==<jax version>"`, in the [dev] extra); skips without it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from gauntlet_jax.config import load_config
+from gauntlet_jax.model import llama
+from gauntlet_jax.tpu_compile import (
+    CHIPS,
+    GIB,
+    TopologyError,
+    compile_step,
+    forward_flops_per_sequence,
+    libtpu_problem,
+    parse_topology,
+    topology_devices,
+)
+
+LIBTPU_PROBLEM = libtpu_problem()
+needs_libtpu = pytest.mark.skipif(LIBTPU_PROBLEM is not None, reason=str(LIBTPU_PROBLEM))
+
+
+def test_topology_names_parse_and_bad_ones_are_refused() -> None:
+    chip, dims = parse_topology("v5e:4x4")
+    assert (chip.generation, chip.hbm_bytes, dims) == ("v5e", 16 * GIB, (4, 4))
+    assert parse_topology("v4:2x2x4")[1] == (2, 2, 4)
+    for bad in ("v9:2x2", "v5e", "v5e:4xq", "v5e:0x4"):
+        with pytest.raises(TopologyError):
+            parse_topology(bad)
+
+
+def test_model_flops_count_every_matmul() -> None:
+    cfg = load_config("1b2").model
+    t = cfg.seq_len
+    embed = cfg.vocab_size * cfg.d_model
+    # Every weight but the embedding table and norm scales is a matmul: 2 FLOPs per weight per
+    # token; attention adds QKᵀ and AV over the full T×T per layer.
+    matmul_weights = llama.count_params(cfg) - embed - cfg.d_model * (2 * cfg.n_layers + 1)
+    attention = cfg.n_layers * 4 * t * t * cfg.d_model
+    assert forward_flops_per_sequence(cfg) == 2 * matmul_weights * t + attention
+    # 2 × 1.14e9 matmul weights × 2048 tokens + 0.55 TFLOP attention ≈ 5.2 TFLOP per sequence.
+    assert math.isclose(forward_flops_per_sequence(cfg), 5.216e12, rel_tol=1e-3)
+
+
+@needs_libtpu
+def test_every_documented_topology_is_known_to_libtpu() -> None:
+    for topology, chips in (("v5e:4x4", 16), ("v4:2x2x4", 16), ("v5p:2x2x1", 4), ("v6e:2x2", 4)):
+        devices = topology_devices(topology)
+        chip, _ = parse_topology(topology)
+        assert len(devices) == chips
+        assert {d.device_kind for d in devices} == {chip.device_kind}
+    assert set(CHIPS) == {"v4", "v5e", "v5p", "v6e"}
+
+
+# The TPU compiler needs ≈ 15 CPU-minutes for this program (most of it lowering the chunked
+# DCT's float32 matmuls, precision HIGHEST, for every parameter leaf).
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+@needs_libtpu
+def test_1b2_scoring_step_fits_a_v6e_slice() -> None:
+    cfg = load_config("tpu-v6e-4")
+    report = compile_step(cfg, "v6e:2x2", "score", eval_batches=1)
+    mem = report["memory_per_device"]
+    assert report["device_kind"] == "TPU v6 lite" and report["devices"] == 4
+    assert report["mesh"] == {"peers": 1, "data": 1, "fsdp": 2, "tensor": 2}
+    assert mem["fits"], mem
+    # The fp32 parameters alone are 4.8 GB: split over the 4 chips, every chip holds its
+    # quarter as an argument, and the trial parameters of the candidates need room on top.
+    param_bytes = 4 * llama.count_params(cfg.model)
+    assert mem["argument_bytes"] >= param_bytes / 4
+    assert mem["total_bytes"] > mem["argument_bytes"]
+    assert report["xla_flops_per_device"] > 0
+    shapes = report["shapes"]
+    sequences = shapes["batch"] * shapes["eval_batches"] * (1 + 3 * shapes["candidates"])
+    assert report["model_flops"] == sequences * forward_flops_per_sequence(cfg.model)
