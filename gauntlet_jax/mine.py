@@ -40,7 +40,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         hook = None
         if args.behaviour == "noise":
             hook = noise_hook(abstract_params(cfg.model), plan_for(cfg), node.uid, cfg.train.seed)
-        Miner(cfg, node, corpus, payload_hook=hook).run(stop, max_windows=args.windows)
+        Miner(cfg, node, corpus, payload_hook=hook).run(
+            stop, max_windows=args.windows, until_window=args.until_window
+        )
     except GauntletError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

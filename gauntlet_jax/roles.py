@@ -36,6 +36,13 @@ def parse_role_args(
         "the env var named by chain.key_env (or chain.key_file), never from the command line",
     )
     parser.add_argument("--windows", type=int, default=None, help="stop after N windows")
+    parser.add_argument(
+        "--until-window",
+        type=int,
+        default=None,
+        metavar="W",
+        help="stop once window W is done (a bounded run or a replay; a restart resumes before it)",
+    )
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
 

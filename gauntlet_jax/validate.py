@@ -23,7 +23,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg, node, corpus = open_node(args)
         out_dir = Path(cfg.run.out_dir) / f"validator-{args.hotkey}"
-        Validator(cfg, node, corpus, out_dir).run(stop, max_windows=args.windows)
+        Validator(cfg, node, corpus, out_dir).run(
+            stop, max_windows=args.windows, until_window=args.until_window
+        )
     except GauntletError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -28,7 +28,7 @@ from gauntlet_jax.metrics import read_records
 from gauntlet_jax.validator.state import load_state
 
 # Real processes on short windows: minutes, more on a loaded machine.
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
+pytestmark = [pytest.mark.slow, pytest.mark.wallclock, pytest.mark.timeout(1500)]
 
 WINDOWS = 10
 
@@ -63,9 +63,16 @@ def live_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("localnet") / "run"
     cmd = [sys.executable, "-m", "gauntlet_jax.localnet", "--config", "tiny", "--miners", "4"]
     cmd += ["--noise", "1", "--windows", str(WINDOWS), *_set_args(_overrides(root))]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr + _logs(root)
-    return root, json.loads(proc.stdout.strip().splitlines()[-1])["weights"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=900)
+    except subprocess.TimeoutExpired:
+        # SIGTERM, not SIGKILL: localnet then stops its miners and validator too.
+        proc.terminate()
+        out, err = proc.communicate(timeout=120)
+        pytest.fail("localnet did not finish in 900 s\n" + err[-3000:] + _logs(root))
+    assert proc.returncode == 0, err + _logs(root)
+    return root, json.loads(out.strip().splitlines()[-1])["weights"]
 
 
 def test_validator_rewards_honest_miners_and_not_noise(live_run: tuple[Path, dict]) -> None:
@@ -97,10 +104,12 @@ def _replica_of(root: Path, dest: Path) -> tuple[Path, list[str]]:
     return dest, _overrides(dest)
 
 
-def _validate_cmd(overrides: list[str]) -> list[str]:
+def _validate_cmd(overrides: list[str], until_window: int) -> list[str]:
+    # --until-window, not --windows: a restarted validator resumes past its saved state and
+    # must stop at the same window as the one that never stopped.
     return [
         sys.executable, "-m", "gauntlet_jax.validate", "--config", "tiny", "--hotkey",
-        "validator", "--windows", str(WINDOWS), *_set_args(overrides),
+        "validator", "--until-window", str(until_window), *_set_args(overrides),
     ]  # fmt: skip
 
 
@@ -112,10 +121,14 @@ def test_validator_killed_anywhere_posts_the_same_weights(
     live_run: tuple[Path, dict], tmp_path: Path
 ) -> None:
     root, _ = live_run
+    last = load_state(root / "validator-validator" / "validator_state.json", 0).last_window
+    assert last is not None
     steady, steady_over = _replica_of(root, tmp_path / "steady")
     killed, killed_over = _replica_of(root, tmp_path / "killed")
 
-    done = subprocess.run(_validate_cmd(steady_over), env=_env(), capture_output=True, timeout=600)
+    done = subprocess.run(
+        _validate_cmd(steady_over, last), env=_env(), capture_output=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr.decode()[-3000:]
 
     state_path = killed / "validator-validator" / "validator_state.json"
@@ -123,35 +136,40 @@ def test_validator_killed_anywhere_posts_the_same_weights(
     kills = 0
     for _ in range(20):
         proc = subprocess.Popen(
-            _validate_cmd(killed_over),
+            _validate_cmd(killed_over, last),
             env=_env(),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
-        # Kill while it is scoring: once its state has moved at least one window past where
-        # this attempt started (or at a random moment shortly after start-up).
-        before = load_state(state_path, 0).last_window if state_path.exists() else None
-        deadline = time.time() + float(rng.uniform(20, 60))
-        while proc.poll() is None and time.time() < deadline:
-            now = load_state(state_path, 0).last_window if state_path.exists() else None
-            if now is not None and now != before and rng.random() < 0.5:
-                time.sleep(float(rng.uniform(0.0, 1.0)))
-                break
-            time.sleep(0.2)
-        if proc.poll() is None and kills < 3:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            kills += 1
-            continue
-        _, err = proc.communicate(timeout=600)
-        assert proc.returncode == 0, err.decode()[-3000:]
-        break
+        try:
+            # Kill while it is scoring: once its state has moved at least one window past where
+            # this attempt started (or at a random moment shortly after start-up).
+            before = load_state(state_path, 0).last_window if state_path.exists() else None
+            deadline = time.time() + float(rng.uniform(20, 60))
+            while proc.poll() is None and time.time() < deadline:
+                now = load_state(state_path, 0).last_window if state_path.exists() else None
+                if now is not None and now != before and rng.random() < 0.5:
+                    time.sleep(float(rng.uniform(0.0, 1.0)))
+                    break
+                time.sleep(0.2)
+            if proc.poll() is None and kills < 3:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                kills += 1
+                continue
+            _, err = proc.communicate(timeout=600)
+            assert proc.returncode == 0, err.decode()[-3000:]
+            break
+        finally:
+            if proc.poll() is None:  # a failed wait: never leave a validator running
+                proc.kill()
+                proc.wait()
     assert kills >= 1
 
     cfg = load_config("tiny", steady_over)
     steady_state = load_state(steady / "validator-validator" / "validator_state.json", 0)
     killed_state = load_state(state_path, 0)
-    assert steady_state.last_window == killed_state.last_window
+    assert steady_state.last_window == killed_state.last_window == last
     assert {u: r.weight for u, r in steady_state.peers.items()} == {
         u: r.weight for u, r in killed_state.peers.items()
     }

@@ -213,13 +213,21 @@ class Miner:
         except StorageError as e:
             log.info("retention clean-up failed (%s)", e)
 
-    def run(self, stop: threading.Event, max_windows: int | None = None) -> list[WindowReport]:
-        """The live loop: one window after another until `stop` is set."""
+    def run(
+        self,
+        stop: threading.Event,
+        max_windows: int | None = None,
+        until_window: int | None = None,
+    ) -> list[WindowReport]:
+        """The live loop: one window after another until `stop` is set, `max_windows` windows
+        were trained in this process, or window `until_window` is behind."""
         self.start(stop)
         assert self.replica is not None
         reports = []
         while not stop.is_set() and (max_windows is None or len(reports) < max_windows):
             window = self.replica.next_window
+            if until_window is not None and window > until_window:
+                break
             current = self.node.current_window()
             if current > window + 1:
                 # Fell behind (slow windows, restart): follow closed windows without training.

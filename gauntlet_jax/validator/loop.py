@@ -506,7 +506,15 @@ class Validator:
 
     # -- the live loop ------------------------------------------------------------------------
 
-    def run(self, stop: threading.Event, max_windows: int | None = None) -> list[WindowOutcome]:
+    def run(
+        self,
+        stop: threading.Event,
+        max_windows: int | None = None,
+        until_window: int | None = None,
+    ) -> list[WindowOutcome]:
+        """The live loop: stops on `stop`, after `max_windows` windows of this process, or once
+        window `until_window` is done (which a restarted validator reaches the same as one that
+        never stopped)."""
         console = Console(stderr=True)
         with console.status("warming up and joining the network…"):
             self.start(stop)
@@ -514,6 +522,8 @@ class Validator:
         outcomes: list[WindowOutcome] = []
         while not stop.is_set() and (max_windows is None or len(outcomes) < max_windows):
             window = self.replica.next_window
+            if until_window is not None and window > until_window:
+                break
             # Process w only once the chain is offset windows past it (GAUNTLET.md §1.2).
             with console.status(f"window {window}: waiting for the chain to move past it…"):
                 if not self.node.wait_for_window(window + self.vcfg.offset_windows + 1, stop):
