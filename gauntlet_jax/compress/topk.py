@@ -43,26 +43,35 @@ def topk_leaf(coeffs: jax.Array, lp: LeafPlan) -> tuple[jax.Array, jax.Array]:
     return idx.astype(lp.index_dtype), vals
 
 
-def _rows_and_cols(idx: jax.Array, lp: LeafPlan) -> tuple[jax.Array, jax.Array]:
-    cols = idx.reshape(lp.n_chunks, lp.k).astype(jnp.int32)
-    rows = jnp.arange(lp.n_chunks, dtype=jnp.int32)[:, None]
-    return rows, cols
+def chunk_zeros(lp: LeafPlan) -> jax.Array:
+    """The accumulator `scatter_add` adds into: (batch, grid, chunk_elems) float32 zeros."""
+    return jnp.zeros((*lp.batch_shape, *lp.grid, lp.chunk_elems), jnp.float32)
 
 
-def scatter_sum_count(
-    idx: jax.Array, vals: jax.Array, lp: LeafPlan, weight: jax.Array | float = 1.0
+def scatter_add(
+    sums: jax.Array,
+    counts: jax.Array,
+    idx: jax.Array,
+    vals: jax.Array,
+    lp: LeafPlan,
+    weight: jax.Array | float = 1.0,
 ) -> tuple[jax.Array, jax.Array]:
-    """Scatter-add of `weight·vals` and of `weight` per index: flat (n_chunks, chunk_elems) arrays.
+    """Adds `weight·vals` into `sums` and `weight` into `counts` at each chunk's indices
+    (accumulators shaped like `chunk_zeros`).
 
     Out-of-range indices are dropped. With distinct indices per chunk (what top-k produces and the
-    codec enforces) no position is written twice, so the result is bit-deterministic on any device.
+    codec enforces) each position gets at most one term, so the result is bit-deterministic on
+    any device. Written as a compare-and-sum over the k entries of each chunk, not an XLA
+    scatter: the TPU compiler unrolls scatters by size (the 1b2 decode of 4 candidates compiled to
+    82 MB of code in 256 s, measured), while this is one elementwise reduction that XLA fuses on
+    every backend, and shards like the parameter since every chunk is independent.
     """
-    rows, cols = _rows_and_cols(idx, lp)
-    values = vals.reshape(lp.n_chunks, lp.k).astype(jnp.float32)
-    zeros = jnp.zeros((lp.n_chunks, lp.chunk_elems), jnp.float32)
-    ones = jnp.broadcast_to(jnp.asarray(weight, jnp.float32), values.shape)
-    sums = zeros.at[rows, cols].add(values * weight, mode="drop")
-    counts = zeros.at[rows, cols].add(ones, mode="drop")
+    weight = jnp.asarray(weight, jnp.float32)
+    positions = jnp.arange(lp.chunk_elems, dtype=jnp.int32)[:, None]
+    hit = idx.astype(jnp.int32)[..., None, :] == positions  # (..., chunk_elems, k)
+    values = vals.astype(jnp.float32)[..., None, :] * weight
+    sums = sums + jnp.sum(jnp.where(hit, values, 0.0), axis=-1)
+    counts = counts + jnp.sum(jnp.where(hit, weight, 0.0), axis=-1)
     return sums, counts
 
 
@@ -74,8 +83,8 @@ def mean_of(sums: jax.Array, counts: jax.Array, lp: LeafPlan) -> jax.Array:
 
 def scatter_leaf(idx: jax.Array, vals: jax.Array, lp: LeafPlan) -> jax.Array:
     """(indices, values) → dense coefficients (`lp.coeff_shape`); duplicate indices average."""
-    sums, counts = scatter_sum_count(idx, vals, lp)
-    return mean_of(sums, counts, lp)
+    zeros = chunk_zeros(lp)
+    return mean_of(*scatter_add(zeros, zeros, idx, vals, lp), lp)
 
 
 def quantize_leaf(vals: jax.Array, lp: LeafPlan) -> Quantized:

@@ -50,17 +50,13 @@ def _merge_leaf(
     keep = mask_P.reshape(-1, *([1] * (vals_P.ndim - 1)))
     vals_P = jnp.where(keep, vals_P, 0.0)
     weight_P = mask_P.astype(jnp.float32)
-    rows = jnp.arange(lp.n_chunks, dtype=jnp.int32)[:, None]
 
     def add_peer(carry, peer):
-        sums, counts = carry
         idx, vals, weight = peer
-        cols = idx.reshape(lp.n_chunks, lp.k).astype(jnp.int32)
-        sums = sums.at[rows, cols].add(vals.reshape(lp.n_chunks, lp.k), mode="drop")
-        counts = counts.at[rows, cols].add(jnp.full((lp.n_chunks, lp.k), weight), mode="drop")
-        return (sums, counts), None
+        # vals of a masked-out peer are already 0, so weight·vals == vals bit for bit.
+        return topk.scatter_add(*carry, idx, vals, lp, weight), None
 
-    zeros = jnp.zeros((lp.n_chunks, lp.chunk_elems), jnp.float32)
+    zeros = topk.chunk_zeros(lp)
     (sums, counts), _ = jax.lax.scan(add_peer, (zeros, zeros), (idx_P, vals_P, weight_P))
     return topk.mean_of(sums, counts, lp)
 
