@@ -1,5 +1,8 @@
 """`python -m gauntlet_jax.bench {score,train,compress,aggregate,all} --config C`: timings as JSON.
 
+`python -m gauntlet_jax.bench compile --config C --topology v5e:4x4` compiles the programs for a TPU
+topology on this host instead and prints their memory and FLOPs (`gauntlet_jax.tpu_compile`).
+
 Each measurement prints one JSON line: what was measured, the config, the devices, the batch shape,
 the median seconds of the timed runs (after a compile run and warm-up runs, each ended with
 `block_until_ready`), throughput, MFU and peak device memory.
@@ -563,13 +566,19 @@ def run(kinds: Sequence[str], cfg: Config, opts: Options) -> list[dict[str, Any]
     return records
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["compile"]:
+        # Lazily: only this subcommand needs libtpu.
+        from gauntlet_jax import tpu_compile
+
+        return tpu_compile.main(argv[1:], prog="python -m gauntlet_jax.bench compile")
     parser = argparse.ArgumentParser(
         prog="python -m gauntlet_jax.bench",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("kind", choices=(*KINDS, "all"))
+    parser.add_argument("kind", choices=(*KINDS, "all"), help="or `compile` (see above)")
     add_config_args(parser)
     defaults = Options()
     parser.add_argument("--candidates", type=int, default=None, help="score: K candidates")
@@ -614,7 +623,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     kinds = KINDS if args.kind == "all" else (args.kind,)
     run(kinds, config_from_args(args), opts)
     sys.stdout.flush()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -426,8 +426,10 @@ def run_compile(args: argparse.Namespace) -> int:
     return 0 if all_fit else 1
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gauntlet_jax.tpu_compile", description=__doc__)
+def main(
+    argv: Sequence[str] | None = None, prog: str = "python -m gauntlet_jax.tpu_compile"
+) -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     add_compile_args(parser)
     args = parser.parse_args(argv)
     try:
