@@ -56,6 +56,29 @@ def test_scatter_averages_duplicate_indices() -> None:
     assert np.all(dense[0, 32:] == 0)
 
 
+def test_tpu_and_default_lowerings_add_the_same_bits() -> None:
+    """`scatter_add` lowers to a compare-and-sum on TPU and a scatter elsewhere: both must add
+    exactly the same values, out-of-range indices dropped, NaN and -0.0 kept where they land."""
+    for lp in PLAN.leaves:
+        rng = np.random.default_rng(7)
+        idx, vals = topk.topk_leaf(jnp.asarray(_coeffs(lp, 3)), lp)
+        idx = np.asarray(idx).astype(np.int32)
+        vals = np.asarray(vals).copy()
+        flat_idx, flat_vals = idx.reshape(-1), vals.reshape(-1)
+        flat_idx[:3] = [-1, lp.chunk_elems, 40000]  # dropped, never wrapped
+        flat_vals[3], flat_vals[4] = np.nan, -0.0
+        sums = jnp.asarray(rng.standard_normal(topk.chunk_zeros(lp).shape).astype(np.float32))
+        counts = jnp.asarray(rng.integers(0, 3, sums.shape).astype(np.float32))
+        weight = jnp.float32(0.5)
+        args = (sums, counts, jnp.asarray(idx), jnp.asarray(vals), weight)
+        by_scatter = jax.jit(topk._add_by_scatter, static_argnums=0)(lp, *args)
+        by_compare = jax.jit(topk._add_by_compare, static_argnums=0)(lp, *args)
+        for a, b in zip(by_scatter, by_compare, strict=True):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+            assert np.array_equal(np.signbit(a), np.signbit(b))
+        assert np.isnan(np.asarray(by_scatter[0])).sum() == 1
+
+
 def _reference_quantize(v: np.ndarray):
     """GAUNTLET.md §1.4 Quantize8, written out in float64 numpy for one tensor."""
     v = v.astype(np.float64).ravel()
