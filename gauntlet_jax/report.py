@@ -269,6 +269,7 @@ def _peer_rows(
                 uid,
                 s.kind,
                 p.get("weight", last.get("weight")),
+                p.get("weight_tail_mean"),
                 p.get("final", last.get("final")),
                 p.get("ordinal", last.get("ordinal")),
                 p.get("bma", last.get("bma")),
@@ -356,9 +357,17 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
                 "<h2>Bars</h2>" + _table(["bar", "result", "numbers"], _bars_rows(summary["bars"]))
             )
         if summary.get("class_weight"):
+            tail = summary.get("class_weight_tail_mean", {})
             parts.append(
                 "<h2>Weight share by kind</h2>"
-                + _table(["kind", "share"], sorted(summary["class_weight"].items()))
+                + _table(
+                    [
+                        "kind",
+                        "final",
+                        f"mean of the last {summary.get('tail_windows', '?')} windows",
+                    ],
+                    [[k, v, tail.get(k)] for k, v in sorted(summary["class_weight"].items())],
+                )
             )
         if summary.get("separation"):
             parts.append(
@@ -369,7 +378,18 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
     parts.append(
         "<h2>Peers (latest)</h2>"
         + _table(
-            ["uid", "kind", "weight", "final", "ordinal", "BMA", "sync", "evaluations", "slashes"],
+            [
+                "uid",
+                "kind",
+                "weight",
+                "mean weight (last quarter)",
+                "final",
+                "ordinal",
+                "BMA",
+                "sync",
+                "evaluations",
+                "slashes",
+            ],
             _peer_rows(series, summary),
         )
     )

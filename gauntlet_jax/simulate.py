@@ -44,7 +44,7 @@ SCENARIOS: dict[str, dict[str, object]] = {
         "baselines": (),
         "expected_order": ("heavy", "honest", "stale"),
     },
-    "adamw": {"peers": "honest:6", "baselines": ("adamw", "honest")},
+    "adamw": {"peers": "honest:6", "baselines": ("adamw",)},
 }
 
 

@@ -405,7 +405,7 @@ class Simulation:
         if bar is not None:
             bar.close()
         self.validator.metrics.close()
-        baselines = self.run_baselines()
+        baselines = self.run_baselines(progress_factory)
         summary = self.summary(setup_s, time.perf_counter() - t0, baselines)
         (self.out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
         for chain in self._chains:
@@ -438,22 +438,23 @@ class Simulation:
 
     # -- baselines ----------------------------------------------------------------------------
 
-    def run_baselines(self) -> dict[str, Any]:
+    def run_baselines(self, progress_factory: Callable[..., Any] | None = None) -> dict[str, Any]:
         honest = [p for p in self.peers if p.kind in HONEST_KINDS]
         out: dict[str, Any] = {}
         if not honest:
             return out
+        runners = {"honest": honest_baseline, "adamw": adamw_baseline}
         for name in self.options.baselines:
-            if name == "honest":
-                out[name] = honest_baseline(
-                    self.cfg, self.corpus, self.heldout, honest, self.start, self.options
-                )
-            elif name == "adamw":
-                out[name] = adamw_baseline(
-                    self.cfg, self.corpus, self.heldout, honest, self.start, self.options
-                )
-            else:
-                raise ValueError(f"unknown baseline {name!r} (honest, adamw)")
+            if name not in runners:
+                raise ValueError(f"unknown baseline {name!r} ({', '.join(runners)})")
+            bar = None
+            if progress_factory is not None:
+                bar = progress_factory(total=self.options.windows, desc=name, unit="step")
+            out[name] = runners[name](
+                self.cfg, self.corpus, self.heldout, honest, self.start, self.options, bar
+            )
+            if bar is not None:
+                bar.close()
         return out
 
     # -- summary ------------------------------------------------------------------------------
@@ -482,7 +483,16 @@ class Simulation:
                 "lag": p.lag,
             }
         weights = {p.uid: state.peer(p.uid).weight for p in self.peers}
-        recent = self.outcomes[-min(10, len(self.outcomes)) :]
+        # Weights swing from window to window (c = 2 on noisy BMAs); what a peer earns is their
+        # average, so the bars use the mean over the last quarter of the run.
+        tail = self.outcomes[-max(1, len(self.outcomes) // 4) :]
+        tail_mean = {
+            p.uid: float(np.mean([o.weights.get(p.uid, 0.0) for o in tail])) if tail else 0.0
+            for p in self.peers
+        }
+        for p in self.peers:
+            peers[str(p.uid)]["weight_tail_mean"] = tail_mean[p.uid]
+        kinds = {p.uid: p.kind for p in self.peers}
         summary: dict[str, Any] = {
             "scenario": self.options.scenario,
             "peers_spec": self.options.peers_spec,
@@ -498,11 +508,11 @@ class Simulation:
             },
             "devices": [str(d) for d in jax.devices()],
             "peers": peers,
-            "class_weight": class_weights(weights, {p.uid: p.kind for p in self.peers}),
+            "class_weight": class_weights(weights, kinds),
             "honest_weight_share": self._honest_share(weights),
-            "honest_weight_share_last10_mean": float(
-                np.mean([self._honest_share(o.weights) for o in recent]) if recent else 0.0
-            ),
+            "tail_windows": len(tail),
+            "class_weight_tail_mean": class_weights(tail_mean, kinds),
+            "honest_weight_share_tail_mean": self._honest_share(tail_mean),
             "heldout_loss": {"steps": self.heldout_windows, "loss": self.heldout_losses},
             "baselines": baselines,
             "weights_on_chain": {
@@ -514,9 +524,7 @@ class Simulation:
         summary["bars"] = evaluate_bars(summary)
         if self.options.expected_order:
             records = read_records(self.out_dir / METRICS_FILE)
-            summary["separation"] = rating_separation(
-                records, {p.uid: p.kind for p in self.peers}, self.options.expected_order
-            )
+            summary["separation"] = rating_separation(records, kinds, self.options.expected_order)
         return summary
 
 
@@ -535,6 +543,7 @@ def honest_baseline(
     honest: Sequence[Honest],
     start: int,
     options: SimOptions,
+    bar: Any = None,
 ) -> dict[str, Any]:
     """The scenario's honest peers alone: the same pages, θ_0 and schedule, every payload
     gathered, no validator (`protocol.honest.train_honest`)."""
@@ -550,6 +559,7 @@ def honest_baseline(
         n_peers=len(honest),
         n_windows=options.windows,
         eval_every=options.eval_every,
+        log=None if bar is None else (lambda _line: bar.update(options.eval_every)),
     )
     return {
         "steps": curve.windows,
@@ -566,6 +576,7 @@ def adamw_baseline(
     honest: Sequence[Honest],
     start: int,
     options: SimOptions,
+    bar: Any = None,
 ) -> dict[str, Any]:
     """Centralised AdamW on exactly the tokens the honest peers trained on: step k takes the
     micro-batches all honest peers used in window start+k (`model.grad.adamw_step`)."""
@@ -584,6 +595,8 @@ def adamw_baseline(
         if (k + 1) % options.eval_every == 0 or k + 1 == options.windows:
             steps.append(k + 1)
             losses.append(float(mean_loss(params, heldout, cfg)))
+        if bar is not None:
+            bar.update(1)
     return {
         "steps": steps,
         "loss": losses,
@@ -615,15 +628,18 @@ LOSS_DROP_BAR = 0.90
 
 def evaluate_bars(summary: dict[str, Any]) -> dict[str, Any]:
     """The issue's bars, each with its numbers and whether it passed (absent when the scenario
-    lacks the peers a bar is about)."""
+    lacks the peers a bar is about). Weights are the mean over the run's last quarter
+    (`weight_tail_mean`); the final snapshot is shown beside."""
     peers = summary["peers"]
-    shares = summary["class_weight"]
+    shares = summary["class_weight_tail_mean"]
     bars: dict[str, Any] = {}
     kinds = {p["kind"] for p in peers.values()}
+    share = summary["honest_weight_share_tail_mean"]
     bars["honest_share"] = {
-        "value": summary["honest_weight_share"],
+        "value": share,
+        "final": summary["honest_weight_share"],
         "bar": HONEST_SHARE_BAR,
-        "passed": summary["honest_weight_share"] >= HONEST_SHARE_BAR,
+        "passed": share >= HONEST_SHARE_BAR,
     }
     adversaries = {k: v for k, v in shares.items() if k not in HONEST_KINDS and k != "sybil"}
     if adversaries:
@@ -631,12 +647,13 @@ def evaluate_bars(summary: dict[str, Any]) -> dict[str, Any]:
         bars["adversary_class_max"] = {
             "value": adversaries[worst],
             "class": worst,
+            "final": summary["class_weight"][worst],
             "bar": ADVERSARY_CLASS_BAR,
             "passed": adversaries[worst] <= ADVERSARY_CLASS_BAR,
         }
-    honest_w = [p["weight"] for p in peers.values() if p["kind"] == "honest"]
+    honest_w = [p["weight_tail_mean"] for p in peers.values() if p["kind"] == "honest"]
     if "sybil" in kinds and honest_w:
-        sybil = sum(p["weight"] for p in peers.values() if p["kind"] == "sybil")
+        sybil = sum(p["weight_tail_mean"] for p in peers.values() if p["kind"] == "sybil")
         mean_honest = float(np.mean(honest_w))
         bars["sybil_vs_one_honest"] = {
             "value": sybil,
