@@ -117,6 +117,7 @@ def test_prepare_data_cli_writes_to_a_bucket_and_refuses_to_overwrite(
 
 
 @pytest.mark.slow
+@pytest.mark.wallclock
 def test_miner_and_validator_run_entirely_on_gcs(
     fake_gcs: FakeGcs, gcs_proxy: FaultProxy, tok, tmp_path: Path
 ) -> None:
