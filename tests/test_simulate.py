@@ -1,7 +1,7 @@
 """End to end: a short simulated network (real validator, manual clock, simulated bucket time).
 
 Three honest peers, one uploading noise, one uploading a differently malformed payload every
-window and one uploading after the put window, for 14 validator windows on the tiny model.
+window and one uploading after the put window, for 10 validator windows on the tiny model.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from gauntlet_jax.metrics import read_records
 
 pytestmark = pytest.mark.slow
 
-WINDOWS = 14
+WINDOWS = 10
 SPEC = "honest:3,noise:1,malformed:1,late:1"
 
 
@@ -35,9 +35,9 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
             str(out),
             "--baseline",
             "honest",
-            # Half the tiny config's micro-batches: the test is about the mechanism, not speed.
+            # One micro-batch per peer and window: the test is about the mechanism, not speed.
             "--set",
-            "train.max_micro_batches=2",
+            "train.max_micro_batches=1",
         ]
     )
     assert code == 0
@@ -47,7 +47,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_summary_structure_and_outcome(run_dir: Path) -> None:
     s = json.loads((run_dir / "summary.json").read_text())
     assert s["peers_spec"] == SPEC and s["windows"] == WINDOWS
-    assert s["config"]["train"]["max_micro_batches"] == 2
+    assert s["config"]["train"]["max_micro_batches"] == 1
     kinds = {u: p["kind"] for u, p in s["peers"].items()}
     assert kinds == {
         "1": "honest",
