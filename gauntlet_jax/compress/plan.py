@@ -110,18 +110,6 @@ def largest_divisor_at_most(size: int, target: int) -> int:
     raise ValueError(f"axis of size {size} has no divisor ≤ {target}")
 
 
-def _path_name(path: tuple[Any, ...]) -> str:
-    parts = []
-    for key in path:
-        for attr in ("key", "name", "idx"):
-            if hasattr(key, attr):
-                parts.append(str(getattr(key, attr)))
-                break
-        else:
-            parts.append(str(key))
-    return ".".join(parts)
-
-
 def _n_batch_axes(axes: Any) -> int:
     if axes is None:
         return 0
@@ -169,7 +157,12 @@ def make_plan(abstract_params: Any, logical_axes: Any, cfg: CompressConfig) -> C
     with_path, treedef = jax.tree_util.tree_flatten_with_path(abstract_params)
     axes_leaves = treedef.flatten_up_to(logical_axes)
     leaves = tuple(
-        _leaf_plan(_path_name(path), tuple(int(s) for s in leaf.shape), axes, cfg)
+        _leaf_plan(
+            jax.tree_util.keystr(path, simple=True, separator="."),
+            tuple(int(s) for s in leaf.shape),
+            axes,
+            cfg,
+        )
         for (path, leaf), axes in zip(with_path, axes_leaves, strict=True)
     )
     names = [lp.name for lp in leaves]

@@ -179,15 +179,7 @@ def param_logical_axes(cfg: ModelConfig) -> dict[str, Any]:
 
 def path_name(path: tuple[Any, ...]) -> str:
     """'layers/wq' for a jax key path (DictKey / GetAttrKey / SequenceKey entries)."""
-    parts = []
-    for entry in path:
-        for attr in ("key", "name", "idx"):
-            if hasattr(entry, attr):
-                parts.append(str(getattr(entry, attr)))
-                break
-        else:
-            parts.append(str(entry))
-    return "/".join(parts)
+    return jax.tree_util.keystr(path, simple=True, separator="/")
 
 
 def logical_axes_leaves(cfg: ModelConfig) -> dict[str, LogicalAxes]:
