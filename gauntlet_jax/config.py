@@ -297,6 +297,9 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected float, got {value!r}") from None
     if typ is bool and not isinstance(value, bool):
         raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if typ is str and isinstance(value, bool):
+        # YAML 1.1 reads a bare on/off (mesh.distributed: on) as a boolean.
+        return "on" if value else "off"
     if typ in (int, float, str) and (not isinstance(value, typ) or isinstance(value, bool)):
         raise ConfigError(f"{where}: expected {typ.__name__}, got {value!r}")
     return value

@@ -10,9 +10,11 @@ chips of every host and one mesh spans them all. The rules of the multi-host pro
 - token batches are per-host: `process_rows` says which rows of the global batch this host's
   devices hold, the host loads just those, and `global_batch` assembles the global array
   (`jax.make_array_from_process_local_data`);
-- only the leader (process 0) talks to the chain and writes state and payloads; a decision only
-  it can take (what the chain said, what to evaluate) reaches the others via
-  `broadcast_from_leader`, so every process then runs the same program;
+- only the leader (process 0) talks to the chain and writes state and payloads. Every process
+  runs the same node loop (the same Python control flow, hence the same programs in the same
+  order); whatever the outside world says — a chain query, a bucket read, the wall clock, a stop
+  signal — is asked by the leader alone and handed to every process (`leader_call`,
+  `leader_opened`, `leader_time`, `LeaderEvent`), so all of them take the same decisions;
 - results come back to every host with `to_host` (an all-gather when the array spans hosts).
 
 Single-process runs take the same paths at no cost: every helper degrades to the local case.
@@ -23,9 +25,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Mapping
+import pickle
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import jax
 import numpy as np
@@ -50,6 +55,13 @@ _TPU_WORKER_LISTS = ("TPU_PROCESS_ADDRESSES", "TPU_WORKER_HOSTNAMES")
 _MULTISLICE = "MEGASCALE_COORDINATOR_ADDRESS"
 # Cap on a broadcast decision: they are small JSON documents (uids, a window, a flag).
 MAX_DECISION_BYTES = 1 << 20
+# Broadcast buffers are padded to a power of two of at least this size: the broadcast compiles
+# once per buffer shape, so a few dozen shapes serve every size up to a payload's.
+_MIN_BROADCAST_BYTES = 1 << 10
+# Largest object the leader can hand to the others in one broadcast (int32 length).
+MAX_BROADCAST_BYTES = (1 << 31) - 1
+
+T = TypeVar("T")
 
 
 class DistributedError(ConfigError):
@@ -173,6 +185,19 @@ def is_leader() -> bool:
     return jax.process_index() == 0
 
 
+def _broadcast_bytes(data: bytes) -> bytes:
+    """The leader's `data` in every process (the others' argument is ignored). Every process must
+    call it, in the same order, like any collective."""
+    if len(data) > MAX_BROADCAST_BYTES:
+        raise DistributedError(f"{len(data)} bytes exceed one broadcast ({MAX_BROADCAST_BYTES})")
+    size = int(multihost_utils.broadcast_one_to_all(np.int32(len(data) if is_leader() else 0)))
+    capacity = max(_MIN_BROADCAST_BYTES, 1 << max(0, size - 1).bit_length())
+    buf = np.zeros(capacity, np.uint8)
+    if is_leader():
+        buf[:size] = np.frombuffer(data, np.uint8)
+    return np.asarray(multihost_utils.broadcast_one_to_all(buf), np.uint8)[:size].tobytes()
+
+
 def broadcast_from_leader(value: Any) -> Any:
     """The leader's `value` (JSON: dicts, lists, numbers, strings) in every process; the others'
     argument is ignored. Single-process: `value` itself. Every process must call it, in the same
@@ -184,18 +209,129 @@ def broadcast_from_leader(value: Any) -> Any:
         raise DistributedError(
             f"decision of {len(data)} bytes exceeds the {MAX_DECISION_BYTES}-byte broadcast cap"
         )
-    size = int(multihost_utils.broadcast_one_to_all(np.int32(len(data))))
-    buf = np.zeros(size, np.uint8)
-    if is_leader():
-        buf[:] = np.frombuffer(data, np.uint8)
-    out = np.asarray(multihost_utils.broadcast_one_to_all(buf), np.uint8)
-    return json.loads(out.tobytes().decode())
+    return json.loads(_broadcast_bytes(data).decode())
 
 
-def sync(name: str) -> None:
-    """Waits until every process reaches the barrier `name` (no-op with one process)."""
-    if jax.process_count() > 1:
-        multihost_utils.sync_global_devices(name)
+# ---------------------------------------------------------------------------------------------
+# The outside world, through the leader
+#
+# Outcomes travel as pickles: they are produced by this package's own code in the leader of the
+# same job (a peer's bytes inside are data, never unpickled code), and they carry numpy arrays,
+# metagraphs and typed exceptions that JSON cannot.
+
+
+def _pack_error(error: Exception) -> bytes:
+    """An exception as the followers re-raise it: same class, message and attributes. Built
+    without calling `__init__` (many of ours take other arguments than their message)."""
+    try:
+        state = pickle.dumps(dict(vars(error)))
+    except (pickle.PicklingError, TypeError, AttributeError):
+        state = None
+    try:
+        return pickle.dumps(("error", type(error), str(error), state))
+    except (pickle.PicklingError, TypeError, AttributeError):
+        return pickle.dumps(("error", DistributedError, f"{type(error).__name__}: {error}", None))
+
+
+def _unpack_outcome(data: bytes) -> Any:
+    kind, *rest = pickle.loads(data)
+    if kind == "ok":
+        return rest[0]
+    cls, message, state = rest
+    error = cls.__new__(cls)
+    error.args = (message,)
+    if state is not None:
+        vars(error).update(pickle.loads(state))
+    raise error
+
+
+def leader_call(fn: Callable[[], T]) -> T:
+    """`fn()` run by the leader alone; every process returns its result, or raises the exception
+    it raised (same class and message). With one process: just `fn()`. A collective: every
+    process calls it at the same point of the same control flow."""
+    if jax.process_count() == 1:
+        return fn()
+    if not is_leader():
+        return _unpack_outcome(_broadcast_bytes(b""))
+    try:
+        value = fn()
+    except Exception as error:  # handed to the followers, then raised here as well
+        _broadcast_bytes(_pack_error(error))
+        raise
+    try:
+        data = pickle.dumps(("ok", value), protocol=pickle.HIGHEST_PROTOCOL)
+    except (pickle.PicklingError, TypeError, AttributeError) as e:
+        error = DistributedError(f"the leader's result of {fn!r} cannot reach the others: {e}")
+        _broadcast_bytes(_pack_error(error))
+        raise error from e
+    _broadcast_bytes(data)
+    return value
+
+
+def leader_time() -> float:
+    """Wall time as the leader reads it: deadlines decided alike in every process."""
+    return leader_call(time.time)
+
+
+class LeaderProxy:
+    """Stands for an object only the leader opens (a chain client, a bucket): each method call
+    runs in the leader and every process gets its outcome (`leader_call`); the attributes named
+    in `values` are read once, when it opens."""
+
+    def __init__(self, factory: Callable[[], Any], values: Sequence[str] = ()) -> None:
+        held: list[Any] = []
+
+        def open_target() -> dict[str, Any]:
+            held.append(factory())
+            return {name: getattr(held[0], name) for name in values}
+
+        self._values = leader_call(open_target)
+        self._target = held[0] if held else None
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if name in self._values:
+            return self._values[name]
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return leader_call(lambda: getattr(self._target, name)(*args, **kwargs))
+
+        return call
+
+
+def leader_opened(factory: Callable[[], T], values: Sequence[str] = ()) -> T:
+    """`factory()` itself with one process; a `LeaderProxy` for it in a multi-host job."""
+    if jax.process_count() == 1:
+        return factory()
+    return LeaderProxy(factory, values)  # type: ignore[return-value]
+
+
+class LeaderEvent(threading.Event):
+    """A stop flag every process reads as the leader's: a signal to the leader is acted on by all
+    at the same step (a follower's own signal is not: stop the leader, or every host at once)."""
+
+    def __init__(self, local: threading.Event) -> None:
+        super().__init__()
+        self._local = local
+
+    def is_set(self) -> bool:
+        return bool(leader_call(self._local.is_set))
+
+    def set(self) -> None:
+        self._local.set()
+
+    def clear(self) -> None:
+        self._local.clear()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self._local.wait(timeout)
+        return self.is_set()
+
+
+def shared_stop(local: threading.Event) -> threading.Event:
+    """`local` itself with one process; in a multi-host job the `LeaderEvent` over it."""
+    return local if jax.process_count() == 1 else LeaderEvent(local)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,6 +391,8 @@ def to_host(tree: Any) -> Any:
 
     def one(x: Any) -> np.ndarray:
         if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            if x.is_fully_replicated:  # every device holds all of it: no traffic needed
+                return np.asarray(x.addressable_data(0))
             return np.asarray(multihost_utils.process_allgather(x, tiled=True))
         return np.asarray(x)
 

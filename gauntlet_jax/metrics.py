@@ -79,19 +79,27 @@ def _clean(value: Any) -> Any:
 class MetricsLogger:
     """Appends peer and window records to `<out_dir>/metrics.jsonl`; optional TensorBoard."""
 
-    def __init__(self, out_dir: str | Path, tensorboard: bool = True) -> None:
+    def __init__(
+        self, out_dir: str | Path, tensorboard: bool = True, *, write: bool = True
+    ) -> None:
+        """`write=False` records nothing (a follower process of a multi-host validator: the
+        leader writes the metrics)."""
         self.out_dir = Path(out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.out_dir / METRICS_FILE
-        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed by close())
+        self._file = None
         self._writer = None
+        if not write:
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed by close())
         if tensorboard:
             from tensorboardX import SummaryWriter
 
             self._writer = SummaryWriter(logdir=str(self.out_dir / "tb"))
 
     def _write(self, obj: Mapping[str, Any]) -> None:
-        self._file.write(json.dumps(obj, allow_nan=False, sort_keys=False) + "\n")
+        if self._file is not None:
+            self._file.write(json.dumps(obj, allow_nan=False, sort_keys=False) + "\n")
 
     def log_peer(self, record: PeerWindowRecord) -> None:
         self._write(record.to_json())
@@ -123,13 +131,16 @@ class MetricsLogger:
 
     def end_window(self, window: int) -> None:
         """Makes the window's records durable (flush + fsync; TensorBoard flush)."""
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        if self._file is not None:
+            self._file.flush()
+            os.fsync(self._file.fileno())
         if self._writer is not None:
             self._writer.flush()
 
     def records(self) -> list[dict[str, Any]]:
         """Every complete record written so far (flushes first)."""
+        if self._file is None:
+            return []
         self._file.flush()
         return read_records(self.path)
 
@@ -137,9 +148,11 @@ class MetricsLogger:
         return explain(self.records(), uid, last=last)
 
     def close(self) -> None:
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
+        if self._file is not None:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            self._file = None
         if self._writer is not None:
             self._writer.close()
 

@@ -6,47 +6,43 @@ GAUNTLET_HOTKEY_SECRET: a URI such as //Bob, a mnemonic or a hex seed) or `chain
 
 from __future__ import annotations
 
+import argparse
 import sys
+import threading
 from collections.abc import Sequence
 
-from gauntlet_jax.errors import GauntletError
+from gauntlet_jax.config import Config
+from gauntlet_jax.data.shards import TokenCorpus
 from gauntlet_jax.miner.loop import Miner
 from gauntlet_jax.model.llama import abstract_params
+from gauntlet_jax.node import Node
 from gauntlet_jax.replica import plan_for
-from gauntlet_jax.roles import open_node, parse_role_args, setup_logging, stop_on_signals
+from gauntlet_jax.roles import run_role
 from gauntlet_jax.sim.peers import BEHAVIOURS, noise_hook
+
+BEHAVIOUR_FLAG = (
+    "--behaviour",
+    {
+        "choices": BEHAVIOURS,
+        "default": "honest",
+        "help": "what this miner uploads (adversaries are for tests and demos)",
+    },
+)
+
+
+def _mine(
+    args: argparse.Namespace, cfg: Config, node: Node, corpus: TokenCorpus, stop: threading.Event
+) -> None:
+    hook = None
+    if args.behaviour == "noise":
+        hook = noise_hook(abstract_params(cfg.model), plan_for(cfg), node.uid, cfg.train.seed)
+    Miner(cfg, node, corpus, payload_hook=hook).run(
+        stop, max_windows=args.windows, until_window=args.until_window
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_role_args(
-        "python -m gauntlet_jax.mine",
-        __doc__,
-        argv,
-        extra=[
-            (
-                "--behaviour",
-                {
-                    "choices": BEHAVIOURS,
-                    "default": "honest",
-                    "help": "what this miner uploads (adversaries are for tests and demos)",
-                },
-            )
-        ],
-    )
-    setup_logging(args.log_level)
-    stop = stop_on_signals()
-    try:
-        cfg, node, corpus = open_node(args)
-        hook = None
-        if args.behaviour == "noise":
-            hook = noise_hook(abstract_params(cfg.model), plan_for(cfg), node.uid, cfg.train.seed)
-        Miner(cfg, node, corpus, payload_hook=hook).run(
-            stop, max_windows=args.windows, until_window=args.until_window
-        )
-    except GauntletError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_role("python -m gauntlet_jax.mine", __doc__, argv, _mine, extra=[BEHAVIOUR_FLAG])
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from gauntlet_jax import distributed
 from gauntlet_jax.chain.base import Chain, ChainDataError, Metagraph
 from gauntlet_jax.compress.codec import DecodedPayload, decode_payload, max_payload_bytes
 from gauntlet_jax.compress.plan import CompressionPlan
@@ -131,11 +132,16 @@ class Network:
             return None
         if url not in self._buckets:
             try:
-                self._buckets[url] = open_bucket(url, self.cfg.storage)
+                self._buckets[url] = self.open(url)
             except StorageError as e:
                 log.warning("uid %d: cannot open bucket %s (%s)", uid, url, e)
                 return None
         return self._buckets[url]
+
+    def open(self, url: str) -> Bucket:
+        """A bucket by URL; in a multi-host job only the leader opens it and reads or writes
+        (`distributed.leader_opened`)."""
+        return distributed.leader_opened(lambda: open_bucket(url, self.cfg.storage), ("url",))
 
     def wait_for(self, bucket: Bucket, name: str, deadline: float) -> ObjectInfo | None:
         """Polls until the object exists or wall time passes `deadline`; None if it never came."""
@@ -143,11 +149,11 @@ class Network:
             try:
                 return bucket.head(name)
             except ObjectNotFound:
-                if time.time() >= deadline:
+                if distributed.leader_time() >= deadline:
                     return None
             except StorageError as e:
                 log.info("head %s: %s", name, e)
-                if time.time() >= deadline:
+                if distributed.leader_time() >= deadline:
                     return None
             time.sleep(POLL_INTERVAL_S)
 

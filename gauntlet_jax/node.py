@@ -1,25 +1,30 @@
 """What miners and validators share at start-up: their bucket, their uid, their commitment, the
 run's start window, and catching up to the chain's current window.
+
+In a multi-host job every process runs the node; the chain client and the buckets are opened by
+the leader alone and the others receive the outcome of each call (`distributed.leader_opened`),
+as they receive the leader's clock (`Node.now`), so all processes take the same decisions.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gauntlet_jax import distributed
 from gauntlet_jax.chain.base import Chain
 from gauntlet_jax.checkpoint import Checkpoint, CheckpointStore
 from gauntlet_jax.config import Config
 from gauntlet_jax.errors import ChainError, CheckpointError, GauntletError
 from gauntlet_jax.network import Network
+from gauntlet_jax.placement import Placement
 from gauntlet_jax.protocol.catchup import AggregateUnavailable, fetch_aggregate
 from gauntlet_jax.protocol.schedule import first_block_of_window, window_of_block
-from gauntlet_jax.replica import Replica, initial_params, plan_for
-from gauntlet_jax.storage.base import Bucket, open_bucket
+from gauntlet_jax.replica import Replica, initial_params, node_placement
+from gauntlet_jax.storage.base import Bucket
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +62,8 @@ class Node:
         """Opens the node's bucket and finds its uid; `commit=False` leaves publishing the
         bucket on chain to the caller (roles commit once warmed up: a committed peer is ready)."""
         url = bucket_url(cfg, name)
-        bucket = open_bucket(url, cfg.storage)
         network = Network(cfg, chain, url)
+        bucket = network.open(url)
         hotkey = chain.hotkey
         if hotkey is None:
             raise NodeError("no hotkey: set the secret in the env var named by chain.key_env")
@@ -80,6 +85,10 @@ class Node:
         self.network.refresh()
 
     # -- clock ------------------------------------------------------------------------------
+
+    def now(self) -> float:
+        """Wall time for deadlines (the leader's, in a multi-host job)."""
+        return distributed.leader_time()
 
     def current_window(self) -> int:
         return window_of_block(self.chain.current_block(), self.cfg.protocol.blocks_per_window)
@@ -108,13 +117,13 @@ class Node:
     # -- run start and catch-up ---------------------------------------------------------------
 
     def wait_for_start_window(self, stop: threading.Event, timeout_s: float) -> int:
-        deadline = time.time() + timeout_s
+        deadline = self.now() + timeout_s
         while not stop.is_set():
             self.network.refresh()
             start = self.network.start_window()
             if start is not None:
                 return start
-            if time.time() > deadline:
+            if self.now() > deadline:
                 break
             stop.wait(1.0)
         raise NodeError("the lead validator has not announced a start window")
@@ -139,8 +148,11 @@ class Node:
             replica.apply_signs(w, signs)
 
 
-def new_replica(cfg: Config, start_window: int) -> Replica:
-    return Replica(cfg, plan_for(cfg), initial_params(cfg), start_window, start_window)
+def new_replica(cfg: Config, start_window: int, placement: Placement | None = None) -> Replica:
+    """θ of the run's start on `placement` (default: the node's mesh from `cfg.mesh`)."""
+    placement = node_placement(cfg) if placement is None else placement
+    params = initial_params(cfg, placement)
+    return Replica(cfg, placement.plan, params, start_window, start_window, placement)
 
 
 def checkpoint_store(cfg: Config, name: str) -> CheckpointStore:
@@ -151,19 +163,26 @@ def checkpoint_store(cfg: Config, name: str) -> CheckpointStore:
 
 
 def restore_replica(
-    cfg: Config, store: CheckpointStore, start_window: int, *, up_to_window: int | None = None
+    cfg: Config,
+    store: CheckpointStore,
+    start_window: int,
+    placement: Placement,
+    *,
+    up_to_window: int | None = None,
 ) -> tuple[Replica, Any]:
     """θ (and momentum) from the newest checkpoint of this run at or before `up_to_window`, or a
-    fresh replica at the start window; returns (replica, momentum or None)."""
-    replica = new_replica(cfg, start_window)
+    fresh replica at the start window; returns (replica, momentum or None). Arrays are restored
+    straight into their shards on `placement`."""
+    replica = new_replica(cfg, start_window, placement)
+    # The leader's listing: every process then restores the same window (a multi-host job
+    # needs a checkpoint directory all hosts share, such as gs://).
+    windows = distributed.leader_call(store.windows)
     usable = [
-        w
-        for w in store.windows()
-        if w >= start_window and (up_to_window is None or w <= up_to_window)
+        w for w in windows if w >= start_window and (up_to_window is None or w <= up_to_window)
     ]
     for window in reversed(usable):
         try:
-            ckpt = store.restore(window)
+            ckpt = store.restore(window, target_shardings=placement.params)
         except CheckpointError as e:
             log.warning("checkpoint %d unusable (%s)", window, e)
             continue

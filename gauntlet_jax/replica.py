@@ -14,11 +14,13 @@ from typing import Any
 import jax
 import numpy as np
 
+from gauntlet_jax import distributed
 from gauntlet_jax.compress.codec import stack_payloads
 from gauntlet_jax.compress.plan import CompressionPlan, make_plan
 from gauntlet_jax.config import Config
 from gauntlet_jax.model import llama
 from gauntlet_jax.network import Fetched, pad_to
+from gauntlet_jax.placement import Placement
 from gauntlet_jax.protocol import outer
 from gauntlet_jax.protocol.probes import gather_probes, probe_indices
 from gauntlet_jax.protocol.schedule import outer_lr
@@ -33,20 +35,31 @@ def plan_for(cfg: Config) -> CompressionPlan:
     )
 
 
-def initial_params(cfg: Config) -> llama.Params:
-    """θ at the run's start window: every node initialises from the same public seed."""
-    return llama.init_params(cfg.model, jax.random.key(cfg.train.seed))
+def node_placement(cfg: Config) -> Placement:
+    """The node's mesh (`cfg.mesh` over every device of the job) and its shardings."""
+    return Placement.build(cfg.model, plan_for(cfg), cfg.mesh)
+
+
+def initial_params(cfg: Config, placement: Placement | None = None) -> llama.Params:
+    """θ at the run's start window: every node initialises from the same public seed (the bits
+    do not depend on the sharding: JAX's partitionable threefry)."""
+    placement = node_placement(cfg) if placement is None else placement
+    return placement.init_params(jax.random.key(cfg.train.seed))
+
+
+_gather_probes = jax.jit(gather_probes)
 
 
 @dataclass
 class Replica:
-    """θ before window `next_window`'s outer step (i.e. θ_{next_window})."""
+    """θ before window `next_window`'s outer step (i.e. θ_{next_window}), on the node's mesh."""
 
     cfg: Config
     plan: CompressionPlan
     params: llama.Params
     next_window: int
     start_window: int
+    placement: Placement
 
     def lr(self, window: int) -> float:
         """α for the outer step of `window`: the schedule runs on global steps since the start."""
@@ -58,11 +71,16 @@ class Replica:
         payloads = [f.value if f.status == "ok" else None for f in fetched]
         padded = pad_to(payloads, self.cfg.protocol.gather_peers)
         idx, vals, mask = stack_payloads(padded, self.plan)
-        return outer.aggregate_sign(idx, vals, mask, self.cfg, self.plan), mask
+        idx, vals = self.placement.place_payloads(idx, vals)
+        placed_mask = self.placement.place_replicated(mask)
+        return outer.aggregate_sign(idx, vals, placed_mask, self.cfg, self.plan), mask
 
     def apply_signs(self, window: int, signs: Any) -> None:
+        """The outer step of `window` from its signs (on the mesh, or host arrays: an
+        aggregate read back for catch-up)."""
         if window != self.next_window:
             raise ValueError(f"replica expects window {self.next_window}, got {window}")
+        signs = self.placement.place_params(signs)
         self.params = outer.apply_sign(self.params, signs, self.lr(window), self.cfg)
         self.next_window = window + 1
 
@@ -82,4 +100,4 @@ class Replica:
 
     def probes(self, window: int) -> np.ndarray:
         """θ's values at `window`'s public probe positions (published after that window)."""
-        return np.asarray(gather_probes(self.params, self.probe_positions(window)))
+        return distributed.to_host(_gather_probes(self.params, self.probe_positions(window)))

@@ -1,13 +1,14 @@
-"""Start-up shared by the `validate` and `mine` entry points: arguments, logging, chain, node,
-corpus, and a clean stop on SIGINT/SIGTERM."""
+"""Start-up shared by the `validate` and `mine` entry points: arguments, logging, the multi-host
+job, chain, node, corpus, and a clean stop on SIGINT/SIGTERM."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import signal
+import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from rich.logging import RichHandler
@@ -15,7 +16,8 @@ from rich.logging import RichHandler
 from gauntlet_jax.chain import open_chain
 from gauntlet_jax.config import Config, add_config_args, config_from_args
 from gauntlet_jax.data.shards import TokenCorpus, open_corpus
-from gauntlet_jax.distributed import maybe_initialize
+from gauntlet_jax.distributed import leader_opened, maybe_initialize, shared_stop
+from gauntlet_jax.errors import GauntletError
 from gauntlet_jax.node import Node
 
 
@@ -69,12 +71,38 @@ def stop_on_signals() -> threading.Event:
     return stop
 
 
-def open_node(args: argparse.Namespace) -> tuple[Config, Node, TokenCorpus]:
+def open_node(args: argparse.Namespace) -> tuple[Config, Node, TokenCorpus, threading.Event]:
+    """Config, node, corpus and the stop flag; in a multi-host job only the leader connects to
+    the chain (the others get its answers) and the stop flag is the leader's."""
     cfg = config_from_args(args)
     # First, before anything touches a device: joins the multi-host job on a TPU pod slice
     # (mesh.distributed), so jax.devices() spans every host.
     maybe_initialize(cfg.mesh)
-    chain = open_chain(cfg.chain)
+    stop = shared_stop(stop_on_signals())
+    chain = leader_opened(lambda: open_chain(cfg.chain), ("hotkey",))
     node = Node.connect(cfg, args.hotkey, chain, commit=False)  # the role commits when ready
     corpus = open_corpus(cfg.data, storage=cfg.storage)
-    return cfg, node, corpus
+    return cfg, node, corpus, stop
+
+
+RoleBody = Callable[[argparse.Namespace, Config, Node, TokenCorpus, threading.Event], object]
+
+
+def run_role(
+    prog: str,
+    doc: str | None,
+    argv: Sequence[str] | None,
+    body: RoleBody,
+    extra: Sequence[tuple[str, dict[str, Any]]] = (),
+) -> int:
+    """An entry point: parses, opens the node and runs `body`; a GauntletError (bad config, not
+    registered, …) is printed as one line and exits 2."""
+    args = parse_role_args(prog, doc, argv, extra)
+    setup_logging(args.log_level)
+    try:
+        cfg, node, corpus, stop = open_node(args)
+        body(args, cfg, node, corpus, stop)
+    except GauntletError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0

@@ -40,11 +40,12 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 
 from gauntlet_jax.config import Config, add_config_args, config_from_args
 from gauntlet_jax.errors import ConfigError, GauntletError
 from gauntlet_jax.model import grad, llama, sharding
+from gauntlet_jax.placement import Placement
 from gauntlet_jax.protocol import outer
 from gauntlet_jax.replica import plan_for
 from gauntlet_jax.validator.loss_delta import score_candidates
@@ -199,57 +200,34 @@ def _abstract(tree: Any, shardings: Any) -> Any:
     )
 
 
-def _spec_sharding(mesh: Mesh, logical: Sequence[str], shape: Sequence[int]) -> NamedSharding:
-    return NamedSharding(mesh, sharding.logical_to_spec(logical, shape, mesh, name="input"))
-
-
-def _gradient_step(
-    acc: llama.Params, params: llama.Params, tokens_BT: jax.Array, cfg: Any
-) -> tuple[llama.Params, jax.Array]:
-    """The miner's micro-batch step: loss and gradient of one batch, added into `acc`."""
-    loss, g = grad.loss_and_grad(params, tokens_BT, cfg)
-    return jax.tree.map(jnp.add, acc, g), loss
-
-
 def lower_gradient_step(cfg: Config, mesh: Mesh) -> tuple[Any, int]:
     """(lowered program, model FLOPs) of the miner's gradient step on `mesh`."""
     m = cfg.model
-    p_shard = sharding.param_shardings(m, mesh)
-    params = _abstract(llama.abstract_params(m), p_shard)
+    placement = Placement(m, plan_for(cfg), mesh)
+    params = _abstract(llama.abstract_params(m), placement.params)
     shape = (cfg.data.batch_size, m.seq_len)
     tokens = jax.ShapeDtypeStruct(
-        shape, jnp.int32, sharding=_spec_sharding(mesh, ("batch", "seq"), shape)
+        shape, jnp.int32, sharding=placement.spec(("batch", "seq"), shape)
     )
     step = jax.jit(
-        functools.partial(_gradient_step, cfg=m),
-        out_shardings=(p_shard, NamedSharding(mesh, PartitionSpec())),
+        functools.partial(grad.add_grad, cfg=m),
+        out_shardings=(placement.params, placement.replicated),
         donate_argnums=0,
     )
     flops = 3 * forward_flops_per_sequence(m) * cfg.data.batch_size
     return step.lower(params, params, tokens), flops
 
 
-# Logical name of a payload's last axis (the k values of a chunk): never split.
-_PAYLOAD_RULES = {**sharding.LOGICAL_AXIS_RULES, "topk": None}
-
-
-def _payload_abstract(cfg: Config, mesh: Mesh, n: int) -> tuple[Any, Any]:
-    """Abstract idx/vals trees of `n` payloads stacked on a leading axis (split over "peers").
-
-    A payload's chunk grid follows its parameter's dims (grid row i covers rows 64i…64i+63), so
-    the grid dims are split like the parameter's: each chip then scatters and inverse-transforms
-    only the chunks of its own shard of θ instead of every chip decoding whole payloads."""
-    plan = plan_for(cfg)
-    axes_of = llama.logical_axes_leaves(cfg.model)
+def _payload_abstract(placement: Placement, n: int) -> tuple[Any, Any]:
+    """Abstract idx/vals trees of `n` payloads stacked on a leading axis, placed as the node
+    places them (`Placement.payloads`)."""
+    idx_s, vals_s = placement.payloads(n)
+    plan = placement.plan
     idx, vals = [], []
-    for lp in plan.leaves:
+    for lp, i_s, v_s in zip(plan.leaves, plan.flatten(idx_s), plan.flatten(vals_s), strict=True):
         shape = (n, *lp.payload_shape)
-        logical = ("peers", *axes_of[lp.name.replace(".", "/")], "topk")
-        spec = NamedSharding(
-            mesh, sharding.logical_to_spec(logical, shape, mesh, _PAYLOAD_RULES, lp.name)
-        )
-        idx.append(jax.ShapeDtypeStruct(shape, lp.index_dtype, sharding=spec))
-        vals.append(jax.ShapeDtypeStruct(shape, jnp.float32, sharding=spec))
+        idx.append(jax.ShapeDtypeStruct(shape, lp.index_dtype, sharding=i_s))
+        vals.append(jax.ShapeDtypeStruct(shape, jnp.float32, sharding=v_s))
     return plan.unflatten(idx), plan.unflatten(vals)
 
 
@@ -258,11 +236,12 @@ def lower_scoring_step(cfg: Config, mesh: Mesh, eval_batches: int) -> tuple[Any,
     candidates, `eval_batches` own batches each and as many random batches."""
     m, v = cfg.model, cfg.validator
     k, n, b, t = v.uids_per_window, eval_batches, cfg.data.batch_size, m.seq_len
-    params = _abstract(llama.abstract_params(m), sharding.param_shardings(m, mesh))
-    idx, vals = _payload_abstract(cfg, mesh, k)
+    placement = Placement(m, plan_for(cfg), mesh)
+    params = _abstract(llama.abstract_params(m), placement.params)
+    idx, vals = _payload_abstract(placement, k)
 
     def arg(shape: tuple[int, ...], logical: tuple[str, ...], dtype: Any) -> Any:
-        return jax.ShapeDtypeStruct(shape, dtype, sharding=_spec_sharding(mesh, logical, shape))
+        return jax.ShapeDtypeStruct(shape, dtype, sharding=placement.spec(logical, shape))
 
     lowered = score_candidates.lower(
         params,
@@ -274,7 +253,7 @@ def lower_scoring_step(cfg: Config, mesh: Mesh, eval_batches: int) -> tuple[Any,
         arg((n,), ("micro",), jnp.float32),
         arg((), (), jnp.float32),
         model_cfg=m,
-        plan=plan_for(cfg),
+        plan=placement.plan,
         chunk=v.candidate_chunk,
     )
     # random before (n), and per candidate own before, own after, random after (3n).
@@ -285,13 +264,14 @@ def lower_scoring_step(cfg: Config, mesh: Mesh, eval_batches: int) -> tuple[Any,
 def lower_outer_step(cfg: Config, mesh: Mesh) -> tuple[Any, int]:
     """(lowered program, 0) of the shared outer step over `gather_peers` payloads."""
     m = cfg.model
-    p_shard = sharding.param_shardings(m, mesh)
+    placement = Placement(m, plan_for(cfg), mesh)
+    p_shard = placement.params
     params = _abstract(llama.abstract_params(m), p_shard)
     p = cfg.protocol.gather_peers
-    idx, vals = _payload_abstract(cfg, mesh, p)
-    mask = jax.ShapeDtypeStruct((p,), jnp.bool_, sharding=NamedSharding(mesh, PartitionSpec()))
-    lr = jax.ShapeDtypeStruct((), jnp.float32, sharding=NamedSharding(mesh, PartitionSpec()))
-    plan = plan_for(cfg)
+    idx, vals = _payload_abstract(placement, p)
+    mask = jax.ShapeDtypeStruct((p,), jnp.bool_, sharding=placement.replicated)
+    lr = jax.ShapeDtypeStruct((), jnp.float32, sharding=placement.replicated)
+    plan = placement.plan
     step = jax.jit(
         lambda params, idx, vals, mask, lr: outer.outer_step(
             params, idx, vals, mask, lr, cfg, plan

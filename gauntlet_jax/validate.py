@@ -7,29 +7,30 @@ named by `chain.key_env` (default GAUNTLET_HOTKEY_SECRET) or `chain.key_file`.
 
 from __future__ import annotations
 
+import argparse
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from gauntlet_jax.errors import GauntletError
-from gauntlet_jax.roles import open_node, parse_role_args, setup_logging, stop_on_signals
+from gauntlet_jax.config import Config
+from gauntlet_jax.data.shards import TokenCorpus
+from gauntlet_jax.node import Node
+from gauntlet_jax.roles import run_role
 from gauntlet_jax.validator.loop import Validator
 
 
+def _validate(
+    args: argparse.Namespace, cfg: Config, node: Node, corpus: TokenCorpus, stop: threading.Event
+) -> None:
+    out_dir = Path(cfg.run.out_dir) / f"validator-{args.hotkey}"
+    Validator(cfg, node, corpus, out_dir).run(
+        stop, max_windows=args.windows, until_window=args.until_window
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_role_args("python -m gauntlet_jax.validate", __doc__, argv)
-    setup_logging(args.log_level)
-    stop = stop_on_signals()
-    try:
-        cfg, node, corpus = open_node(args)
-        out_dir = Path(cfg.run.out_dir) / f"validator-{args.hotkey}"
-        Validator(cfg, node, corpus, out_dir).run(
-            stop, max_windows=args.windows, until_window=args.until_window
-        )
-    except GauntletError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_role("python -m gauntlet_jax.validate", __doc__, argv, _validate)
 
 
 if __name__ == "__main__":

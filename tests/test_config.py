@@ -48,3 +48,11 @@ def test_scientific_notation_without_a_dot_is_a_float() -> None:
     assert load_config("tiny", ["protocol.learning_rate=3e-3"]).protocol.learning_rate == 0.003
     with pytest.raises(ConfigError, match="expected float"):
         load_config("tiny", ["protocol.learning_rate=fast"])
+
+
+def test_yaml_on_and_off_stay_words_in_text_fields() -> None:
+    # YAML 1.1 reads a bare on/off as a boolean; mesh.distributed is the word.
+    assert load_config("tiny", ["mesh.distributed=on"]).mesh.distributed == "on"
+    assert load_config("tiny", ["mesh.distributed=off"]).mesh.distributed == "off"
+    with pytest.raises(ConfigError, match=r"model\.n_layers: expected int"):
+        load_config("tiny", ["model.n_layers=on"])

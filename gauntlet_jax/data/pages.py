@@ -75,10 +75,11 @@ def num_page_starts(num_docs: int, cfg: DataConfig) -> int:
 
 @functools.cache
 def _host_device() -> jax.Device | None:
-    """The host CPU, where deriving a few keys is cheapest; None when JAX_PLATFORMS disables it
+    """This host's CPU (in a multi-host job, a device of this process), where deriving a few keys
+    is cheapest; None when JAX_PLATFORMS disables it
     (threefry gives the same bits on every backend)."""
     try:
-        return jax.devices("cpu")[0]
+        return jax.local_devices(backend="cpu")[0]
     except RuntimeError:
         return None
 

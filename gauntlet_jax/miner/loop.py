@@ -15,7 +15,6 @@ this loop.
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import time
@@ -27,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gauntlet_jax import distributed
 from gauntlet_jax.compress.codec import encode_payload
 from gauntlet_jax.config import Config
 from gauntlet_jax.data.pages import batches_for
@@ -37,7 +37,7 @@ from gauntlet_jax.node import Node, checkpoint_store, maybe_checkpoint, new_repl
 from gauntlet_jax.protocol import names
 from gauntlet_jax.protocol.momentum import init_momentum, momentum_step
 from gauntlet_jax.protocol.probes import encode_probes
-from gauntlet_jax.replica import Replica
+from gauntlet_jax.replica import Replica, node_placement
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +45,8 @@ log = logging.getLogger(__name__)
 UPLOAD_MARGIN_S = 0.1
 
 
-@functools.partial(jax.jit, static_argnames=("cfg",))
-def _grad_into(
-    acc: llama.Params, params: llama.Params, tokens_BT: jax.Array, cfg: Any
-) -> tuple[llama.Params, jax.Array]:
-    loss, g = grad.loss_and_grad(params, tokens_BT, cfg)
-    return jax.tree.map(jnp.add, acc, g), loss
+# The accumulator is donated: one copy of θ-sized gradients lives on the devices, not two.
+_grad_into = jax.jit(grad.add_grad, static_argnames=("cfg",), donate_argnums=0)
 
 
 @dataclass
@@ -88,6 +84,7 @@ class Miner:
         self.momentum: Any = None
         self.momentum_steps = 0
         self.checkpoints = checkpoint_store(cfg, node.name)
+        self.placement = node_placement(cfg)
 
     @property
     def uid(self) -> int:
@@ -98,7 +95,7 @@ class Miner:
         self.warm_up()
         self.node.commit_bucket()  # published once compiled: a committed miner is ready
         start = self.node.wait_for_start_window(stop, start_timeout_s)
-        replica, momentum = restore_replica(self.cfg, self.checkpoints, start)
+        replica, momentum = restore_replica(self.cfg, self.checkpoints, start, self.placement)
         self.replica = replica
         self.momentum = init_momentum(replica.params) if momentum is None else momentum
         # Windows whose put window has surely closed; the loop handles the newest one.
@@ -109,7 +106,7 @@ class Miner:
     def warm_up(self) -> None:
         """Compiles the window's programs (gradient, momentum + compression, outer step, probes)
         on throwaway inputs, so the first real window is not spent compiling."""
-        replica = new_replica(self.cfg, 0)
+        replica = new_replica(self.cfg, 0, self.placement)
         self.replica = replica
         grads, _, _ = self.train(0, deadline=0.0)
         momentum_step(init_momentum(grads), grads, 1e-3, 0, self.cfg, replica.plan)
@@ -120,22 +117,22 @@ class Miner:
     # -- one window -------------------------------------------------------------------------
 
     def train(self, window: int, deadline: float) -> tuple[llama.Params, int, float]:
-        """Mean gradient over as many of the window's micro-batches as fit before `deadline`."""
+        """Mean gradient over as many of the window's micro-batches as fit before `deadline`
+        (each host sends its devices only their rows of each micro-batch)."""
         assert self.replica is not None
         batches = batches_for(self.corpus, self.uid, window, self.cfg)
         limit = min(len(batches), self.cfg.train.max_micro_batches)
         acc = jax.tree.map(jnp.zeros_like, self.replica.params)
         losses = []
         for i in range(limit):
-            if i > 0 and time.time() >= deadline:
+            if i > 0 and self.node.now() >= deadline:
                 break
-            acc, loss = _grad_into(
-                acc, self.replica.params, jnp.asarray(batches[i]), self.cfg.model
-            )
+            tokens = self.replica.placement.place_tokens(batches[i], ("batch", "seq"))
+            acc, loss = _grad_into(acc, self.replica.params, tokens, cfg=self.cfg.model)
             losses.append(loss)
         n = len(losses)
         mean = jax.tree.map(lambda g: g / n, acc)
-        return mean, n, float(np.mean([float(x) for x in losses]))
+        return mean, n, float(np.mean(distributed.to_host(losses)))
 
     def make_payload(self, window: int, grads: llama.Params) -> bytes:
         assert self.replica is not None
@@ -149,9 +146,8 @@ class Miner:
         )
         self.momentum = result.m
         self.momentum_steps += 1
-        return encode_payload(
-            self.uid, window, result.idx, result.vals, self.replica.plan, result.quant
-        )
+        idx, vals, quant = distributed.to_host((result.idx, result.vals, result.quant))
+        return encode_payload(self.uid, window, idx, vals, self.replica.plan, quant)
 
     def upload(self, window: int, payload: bytes) -> int:
         data = self.payload_hook(window, payload) if self.payload_hook else payload
@@ -187,8 +183,8 @@ class Miner:
     def run_window(self, window: int) -> WindowReport:
         """Train, upload and apply for one window (the live loop's body)."""
         report = WindowReport(window)
-        t0 = time.time()
         node = self.node
+        t0 = node.now()
         end = node.window_end_estimate(window)
         budget_end = t0 + max(0.0, (end - t0) * self.cfg.train.compute_fraction)
         grads, report.n_batches, report.train_loss = self.train(window, budget_end)
@@ -196,12 +192,12 @@ class Miner:
         # Uploads count only after the window has ended (GAUNTLET.md §2.2); the margin keeps a
         # coarse file-system clock from stamping the object before t_min.
         opens = node.network.window_end_time(window) + UPLOAD_MARGIN_S
-        while node.current_window() <= window or time.time() < opens:
+        while node.current_window() <= window or node.now() < opens:
             time.sleep(0.05)
         report.uploaded_bytes = self.upload(window, payload)
         report.gathered, report.gather_size = self.apply_window(window)
         self.cleanup(window)
-        report.seconds = time.time() - t0
+        report.seconds = node.now() - t0
         return report
 
     def cleanup(self, window: int) -> None:

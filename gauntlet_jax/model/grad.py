@@ -31,6 +31,16 @@ def loss_and_grad(
     return jax.value_and_grad(llama.loss_fn)(params, tokens_BT, cfg)
 
 
+def add_grad(
+    acc: llama.Params, params: llama.Params, tokens_BT: jax.Array, cfg: ModelConfig
+) -> tuple[llama.Params, jax.Array]:
+    """(acc + the gradient of one micro-batch, its loss): the miner's step, one micro-batch at a
+    time so it can stop when the window's compute budget is spent. Not jitted: the miner jits
+    it, and `tpu_compile` compiles the same function for a TPU topology."""
+    loss, g = loss_and_grad(params, tokens_BT, cfg)
+    return jax.tree.map(jnp.add, acc, g), loss
+
+
 def accumulate_grads(
     params: llama.Params,
     batches_NBT: jax.Array,

@@ -13,7 +13,6 @@ just with less sharding; a real config's dims divide and shard as the table says
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
@@ -87,24 +86,6 @@ def make_mesh(mesh_cfg: MeshConfig, devices: Sequence[jax.Device] | None = None)
     return jax.make_mesh(
         shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES), devices=devices
     )
-
-
-def initialize_distributed(mesh_cfg: MeshConfig) -> bool:
-    """Joins a multi-host job before JAX touches devices. Returns True when it initialised.
-
-    "on": always; "off": never; "auto": when the environment names several TPU workers (a TPU
-    pod slice), where `jax.distributed.initialize()` finds its peers on its own.
-    """
-    mode = mesh_cfg.distributed
-    if mode not in ("auto", "on", "off"):
-        raise ShardingRulesError(f"mesh.distributed={mode!r}; valid: auto, on, off")
-    if mode == "off":
-        return False
-    hosts = [h for h in os.environ.get("TPU_WORKER_HOSTNAMES", "").split(",") if h]
-    if mode == "auto" and len(hosts) <= 1:
-        return False
-    jax.distributed.initialize()
-    return True
 
 
 # ---------------------------------------------------------------------------------------------

@@ -33,8 +33,8 @@ class MomentumResult(NamedTuple):
 
 
 def init_momentum(params: Any) -> Any:
-    """Zero fp32 momentum shaped like the parameters."""
-    return jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
+    """Zero fp32 momentum shaped (and, for arrays on a mesh, sharded) like the parameters."""
+    return jax.tree.map(lambda p: jnp.zeros_like(p, dtype=jnp.float32), params)
 
 
 @functools.partial(jax.jit, static_argnames=("plan", "quantize"))

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gauntlet_jax import distributed
 from gauntlet_jax.compress import dct, topk
 from gauntlet_jax.compress.plan import CompressionPlan, LeafPlan
 from gauntlet_jax.config import Config
@@ -165,11 +166,12 @@ def pack_signs(signs: Any, plan: CompressionPlan) -> dict[str, np.ndarray]:
     """Sign tree → {"<name>.pos": uint8 bits, optionally "<name>.zero": uint8 bits} (host numpy);
     ready for `safetensors.numpy.save`. Packed on the device: 1/8 of the bytes cross to the host."""
     packed: dict[str, np.ndarray] = {}
-    leaves = _pack_tree(plan.unflatten(plan.flatten(signs)))
+    # to_host: signs sharded over several hosts are gathered (every process calls this).
+    leaves = distributed.to_host(_pack_tree(plan.unflatten(plan.flatten(signs))))
     for lp, (pos, zero, any_zero) in zip(plan.leaves, leaves, strict=True):
-        packed[lp.name + _POS_SUFFIX] = np.asarray(pos)
+        packed[lp.name + _POS_SUFFIX] = pos
         if bool(any_zero):
-            packed[lp.name + _ZERO_SUFFIX] = np.asarray(zero)
+            packed[lp.name + _ZERO_SUFFIX] = zero
     return packed
 
 

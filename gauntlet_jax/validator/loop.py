@@ -14,6 +14,11 @@
 
 All scoring randomness derives from (seed, window), and θ is rebuilt on restart by replaying the
 published aggregates, so a validator killed anywhere and restarted posts the same weights.
+
+Multi-host (a TPU pod slice): every process runs this loop on one mesh. The leader alone reads
+the chain and the buckets and hands every answer to the others (node.py), so all of them make
+the same choices and run the same programs; the leader alone writes the state file, the metrics
+and the console.
 """
 
 from __future__ import annotations
@@ -28,10 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jax.numpy as jnp
 import numpy as np
 from rich.console import Console
 
+from gauntlet_jax import distributed
 from gauntlet_jax.compress.codec import stack_payloads
 from gauntlet_jax.config import Config
 from gauntlet_jax.data.pages import batches_for, random_batches
@@ -42,9 +47,9 @@ from gauntlet_jax.network import Fetched, pad_to
 from gauntlet_jax.node import Node, checkpoint_store, maybe_checkpoint, new_replica, restore_replica
 from gauntlet_jax.protocol import names, outer
 from gauntlet_jax.protocol.probes import decode_probes, max_probe_bytes
-from gauntlet_jax.replica import Replica
+from gauntlet_jax.replica import Replica, node_placement
 from gauntlet_jax.validator import checks, overlap, rating, weights
-from gauntlet_jax.validator.loss_delta import pad_batches, score_candidates
+from gauntlet_jax.validator.loss_delta import LossDeltas, pad_batches, score_candidates
 from gauntlet_jax.validator.state import PeerRecord, ValidatorState, load_state, save_state
 
 log = logging.getLogger(__name__)
@@ -79,12 +84,19 @@ class Validator:
         self.node = node
         self.corpus = corpus
         self.out_dir = Path(out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.writes = distributed.is_leader()
+        if self.writes:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
         self.state_path = self.out_dir / STATE_FILE
-        self.state: ValidatorState = load_state(self.state_path, self.vcfg.seed)
-        self.metrics = MetricsLogger(self.out_dir, tensorboard=cfg.run.tensorboard)
+        self.state: ValidatorState = distributed.leader_call(
+            lambda: load_state(self.state_path, self.vcfg.seed)
+        )
+        self.metrics = MetricsLogger(
+            self.out_dir, tensorboard=cfg.run.tensorboard, write=self.writes
+        )
         self.replica: Replica | None = None
         self.checkpoints = checkpoint_store(cfg, node.name)
+        self.placement = node_placement(cfg)
 
     @property
     def version(self) -> str:
@@ -109,7 +121,11 @@ class Validator:
         done = self.state.last_window
         # A checkpoint newer than the saved state (a crash between the two) must not be used.
         replica, _ = restore_replica(
-            self.cfg, self.checkpoints, start, up_to_window=None if done is None else done + 1
+            self.cfg,
+            self.checkpoints,
+            start,
+            self.placement,
+            up_to_window=None if done is None else done + 1,
         )
         if done is not None:
             # θ_{last+1}: replay the aggregates this validator published before it stopped.
@@ -120,25 +136,14 @@ class Validator:
     def warm_up(self) -> None:
         """Compiles scoring, the outer step and the probes on throwaway inputs (the first real
         window would otherwise spend a minute compiling while the network moves on)."""
-        replica = new_replica(self.cfg, 0)
-        k = self.vcfg.uids_per_window
-        shape = (k, 1, self.cfg.data.batch_size, self.cfg.model.seq_len)
-        idx, vals, _ = stack_payloads([None] * k, replica.plan)
-        score_candidates(
-            replica.params,
-            idx,
-            vals,
-            jnp.zeros(shape, jnp.int32),
-            jnp.ones(shape[:2], jnp.float32),
-            jnp.zeros(shape[1:], jnp.int32),
-            jnp.ones(1, jnp.float32),
-            jnp.float32(0.0),
-            model_cfg=self.cfg.model,
-            plan=replica.plan,
-            chunk=self.vcfg.candidate_chunk,
-        )
+        replica = new_replica(self.cfg, 0, self.placement)
+        self.replica = replica
+        shape = (1, self.cfg.data.batch_size, self.cfg.model.seq_len)
+        own = np.zeros(shape, np.int32)
+        self._score([None], [own], own, 0.0)
         replica.apply_gathered(0, [])
         replica.probes(0)
+        self.replica = None
 
     # -- one window ---------------------------------------------------------------------------
 
@@ -224,7 +229,8 @@ class Validator:
             last_window=window,
             last_weights_window=window if posted else self.state.last_weights_window,
         )
-        save_state(self.state, self.state_path)
+        if self.writes:
+            save_state(self.state, self.state_path)
         maybe_checkpoint(self.cfg, self.checkpoints, self.replica)
         records = self._log_window(
             window, miners, gather, chosen, checks_of, slashes, sync_x, overlaps
@@ -318,6 +324,38 @@ class Validator:
         n = max(1, int(self.vcfg.sample_rate * len(batches)))
         return batches[np.sort(rng.choice(len(batches), size=n, replace=False))]
 
+    def _score(
+        self,
+        payloads: list[Any],
+        own: list[np.ndarray],
+        rand: np.ndarray,
+        beta: float,
+    ) -> LossDeltas:
+        """Loss deltas of candidates (`score_candidates`) at static shapes: payloads padded to
+        `uids_per_window` (absent ones weigh nothing), everything placed on the node's mesh."""
+        assert self.replica is not None
+        placement = self.replica.placement
+        k_static = self.vcfg.uids_per_window
+        n_static = max(len(b) for b in own)
+        own_KNBT, own_w = pad_batches(pad_to(own, k_static, own[0]), n_static)
+        own_w[len(own) :] = 0.0
+        idx, vals, _ = stack_payloads(pad_to(payloads, k_static), self.replica.plan)
+        idx, vals = placement.place_payloads(idx, vals)
+        deltas = score_candidates(
+            self.replica.params,
+            idx,
+            vals,
+            placement.place_tokens(own_KNBT, ("peers", "micro", "batch", "seq")),
+            placement.place_replicated(own_w),
+            placement.place_tokens(rand, ("micro", "batch", "seq")),
+            placement.place_replicated(np.ones(len(rand), np.float32)),
+            placement.place_replicated(np.float32(beta)),
+            model_cfg=self.cfg.model,
+            plan=self.replica.plan,
+            chunk=self.vcfg.candidate_chunk,
+        )
+        return LossDeltas(*distributed.to_host(tuple(deltas)))
+
     def _evaluate(
         self,
         window: int,
@@ -354,26 +392,9 @@ class Validator:
             return {}
         seed = int(rating.window_rng(self.state.seed, window, "random").integers(1000, 10_000_000))
         rand = self._sample(random_batches(self.corpus, self.cfg, seed, window), rng)
-        k_static = self.vcfg.uids_per_window
-        n_static = max(len(b) for b in own)
-        own_KNBT, own_w = pad_batches(pad_to(own, k_static, own[0]), n_static)
-        own_w[len(own) :] = 0.0
-        idx, vals, _ = stack_payloads(
-            pad_to([c.value for c in candidates], k_static), self.replica.plan
-        )
         lr = self.replica.lr(window)
-        deltas = score_candidates(
-            self.replica.params,
-            idx,
-            vals,
-            jnp.asarray(own_KNBT),
-            jnp.asarray(own_w),
-            jnp.asarray(rand),
-            jnp.ones(len(rand), jnp.float32),
-            jnp.float32(self.vcfg.eval_lr_factor * lr),
-            model_cfg=self.cfg.model,
-            plan=self.replica.plan,
-            chunk=self.vcfg.candidate_chunk,
+        deltas = self._score(
+            [c.value for c in candidates], own, rand, self.vcfg.eval_lr_factor * lr
         )
         scores: dict[int, float] = {}
         for i, f in enumerate(candidates):
@@ -515,7 +536,7 @@ class Validator:
         """The live loop: stops on `stop`, after `max_windows` windows of this process, or once
         window `until_window` is done (which a restarted validator reaches the same as one that
         never stopped)."""
-        console = Console(stderr=True)
+        console = Console(stderr=True, quiet=not self.writes)
         with console.status("warming up and joining the network…"):
             self.start(stop)
         assert self.replica is not None
