@@ -165,7 +165,14 @@ def maybe_initialize(
         if not reason:
             return False
         log.info("joining a multi-host JAX job: %s", reason)
-    jax.distributed.initialize(**initialize_args(mesh_cfg, env))
+    try:
+        jax.distributed.initialize(**initialize_args(mesh_cfg, env))
+    except ValueError as e:  # JAX found no cluster to join and was given no coordinator
+        raise DistributedError(
+            f"mesh.distributed={mode}: cannot join a multi-host job ({e}); set mesh.coordinator, "
+            "mesh.num_processes and mesh.process_id (or JAX_COORDINATOR_ADDRESS, "
+            "JAX_NUM_PROCESSES, JAX_PROCESS_ID), or mesh.distributed=off"
+        ) from e
     log.info(
         "process %d of %d: %d local of %d devices",
         jax.process_index(),

@@ -17,12 +17,19 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import jax
 import numpy as np
 import pytest
 
 from gauntlet_jax import distributed
-from gauntlet_jax.config import MeshConfig
+from gauntlet_jax.chain.keys import dev_uri
+from gauntlet_jax.compress.codec import decode_payload
+from gauntlet_jax.config import MeshConfig, load_config
+from gauntlet_jax.localchain import create_network
+from gauntlet_jax.protocol import names
+from gauntlet_jax.replica import plan_for
 
 pytestmark = pytest.mark.slow
 
@@ -186,3 +193,110 @@ def test_single_process_helpers_are_the_local_case() -> None:
         distributed.global_batch(rows[:2], sharding, rows.shape)
     placed = distributed.global_tree({"a": rows}, {"a": sharding})
     np.testing.assert_array_equal(np.asarray(placed["a"]), rows)
+
+
+MINER_WORKER = Path(__file__).with_name("multihost_miner_worker.py")
+WINDOW = 3
+MESH_8 = ["mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2"]
+
+
+def _miner_root(root: Path) -> list[str]:
+    """A local chain with a validator and one miner (uid 1) under `root`; the overrides."""
+    overrides = [
+        f"chain.url=sqlite:///{root}/chain.db",
+        f"storage.bucket={root}/buckets/{{hotkey}}",
+        f"storage.checkpoint_dir={root}/checkpoints/{{hotkey}}",
+        "train.max_micro_batches=2",
+    ]
+    create_network(load_config("tiny", overrides), 2)
+    return overrides
+
+
+def _spawn_miner(root: Path, overrides: list[str], devices: int, pid: int, port: int) -> Any:
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["JAX_PLATFORMS"] = "cpu"
+    env.pop("GAUNTLET_HOTKEY_SECRET", None)
+    if pid == 0:  # only the leader can sign: a follower that talked to the chain would fail
+        env["GAUNTLET_HOTKEY_SECRET"] = dev_uri(1)
+    if port:
+        env.update(
+            JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+            JAX_NUM_PROCESSES="2",
+            JAX_PROCESS_ID=str(pid),
+        )
+    cmd = [sys.executable, str(MINER_WORKER), "--root", str(root), "--window", str(WINDOW)]
+    cmd += [a for o in overrides for a in ("--set", o)]
+    log = root / f"process{pid}.log"
+    with open(log, "wb") as sink:
+        proc = subprocess.Popen(cmd, env=env, stdout=sink, stderr=subprocess.STDOUT)
+    return proc, log
+
+
+def test_two_host_miner_uploads_like_one_host_of_eight_devices(tmp_path: Path) -> None:
+    roots = {name: tmp_path / name for name in ("pair", "single")}
+    overrides = {name: [*_miner_root(root), *MESH_8] for name, root in roots.items()}
+    overrides["pair"].append("mesh.distributed=on")
+    port = _free_port()
+    pair = [_spawn_miner(roots["pair"], overrides["pair"], 4, pid, port) for pid in range(2)]
+    single = _spawn_miner(roots["single"], overrides["single"], 8, 0, 0)
+    leader, follower = (_report(_finish(p, log)) for p, log in pair)
+    one = _report(_finish(*single))
+
+    # One job of 8 devices over two processes; each host sent its devices half of every batch.
+    assert (leader["processes"], leader["devices"], one["processes"]) == (2, 8, 1)
+    assert leader["rows"] == [0, 2] and follower["rows"] == [2, 4]
+    assert leader["params_sharded_over"] == one["params_sharded_over"] == 8
+    assert leader["micro_batches"] == one["micro_batches"] == 2
+    # Only the leader uploaded (the follower's upload was the leader's, not a second write).
+    assert leader["uploaded"] == follower["uploaded"] == one["uploaded"] > 0
+    cfg = load_config("tiny")
+    plan = plan_for(cfg)
+    name = names.gradient_name(WINDOW, 1, cfg.protocol.version)
+    payloads = {}
+    for key, root in roots.items():
+        objects = [p for p in (root / "buckets" / "miner").rglob("*") if p.is_file()]
+        assert [p.name for p in objects] == [name.rsplit("/", 1)[-1]]
+        data = objects[0].read_bytes()
+        payloads[key] = decode_payload(
+            data, plan, expected_uid=1, expected_window=WINDOW, max_bytes=len(data)
+        )
+    # The same gradient to a few ulp (the cross-host all-reduce sums in another order): the same
+    # top-k chunks and, but for a rare tie at a quantisation boundary, the same values.
+    assert leader["loss"] == pytest.approx(one["loss"], rel=1e-6)
+    for a, b in zip(
+        jax.tree.leaves(payloads["pair"].idx), jax.tree.leaves(payloads["single"].idx), strict=True
+    ):
+        assert np.mean(np.asarray(a) == np.asarray(b)) > 0.999
+    for a, b in zip(
+        jax.tree.leaves(payloads["pair"].vals),
+        jax.tree.leaves(payloads["single"].vals),
+        strict=True,
+    ):
+        assert np.mean(np.isclose(a, b, rtol=1e-3, atol=1e-6)) > 0.999
+
+
+def test_a_leader_error_reaches_the_followers_as_the_same_typed_error() -> None:
+    from gauntlet_jax.chain.base import SettingWeightsTooFast
+    from gauntlet_jax.errors import InvalidPayload, PreconditionFailed
+    from gauntlet_jax.protocol.catchup import AggregateUnavailable
+
+    errors = [
+        SettingWeightsTooFast(detail="3 blocks left"),
+        InvalidPayload(7, "nan values", "leaf embed"),
+        AggregateUnavailable(12, "missing", "no object", None),
+        PreconditionFailed("gradient-3-1 exists"),
+    ]
+    for error in errors:
+        # What a follower raises from the leader's outcome (its __init__ is never called).
+        with pytest.raises(type(error)) as got:
+            distributed._unpack_outcome(distributed._pack_error(error))
+        assert str(got.value) == str(error)
+        assert vars(got.value) == vars(error)
+
+    class Unpicklable(Exception):  # a local class cannot be named in a pickle
+        pass
+
+    with pytest.raises(distributed.DistributedError, match="Unpicklable: boom"):
+        distributed._unpack_outcome(distributed._pack_error(Unpicklable("boom")))
+    assert distributed._unpack_outcome(distributed.pickle.dumps(("ok", {"uid": 3}))) == {"uid": 3}
