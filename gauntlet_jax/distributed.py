@@ -341,6 +341,12 @@ def shared_stop(local: threading.Event) -> threading.Event:
     return local if jax.process_count() == 1 else LeaderEvent(local)
 
 
+def sync(name: str) -> None:
+    """Waits until every process reaches the barrier `name` (no-op with one process)."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)
+
+
 # ---------------------------------------------------------------------------------------------
 # Data onto a mesh that spans hosts
 
