@@ -271,6 +271,7 @@ def test_concurrent_readers_never_see_partial_objects(backend: Backend) -> None:
     writer.put("hot", payloads[0])
     seen: set[int] = set()
     errors: list[str] = []
+    reads = {"whole": 0, "gave_up": 0}
     stop = threading.Event()
 
     def reader() -> None:
@@ -279,12 +280,18 @@ def test_concurrent_readers_never_see_partial_objects(backend: Backend) -> None:
             try:
                 data = bucket.get("hot", max_bytes=None)
             except StorageError as e:
-                errors.append(repr(e))
-                return
+                # The contract allows a typed give-up when the object never holds still (a busy
+                # host can be outpaced by the writer); anything else is a failure.
+                if "kept changing while being read" not in str(e):
+                    errors.append(repr(e))
+                    return
+                reads["gave_up"] += 1
+                continue
             i = data[0]
             if data != payloads[i]:
                 errors.append(f"torn read: {len(data)} bytes starting with {i}")
             seen.add(i)
+            reads["whole"] += 1
 
     threads = [threading.Thread(target=reader) for _ in range(3)]
     for t in threads:
@@ -301,6 +308,7 @@ def test_concurrent_readers_never_see_partial_objects(backend: Backend) -> None:
         t.join(timeout=60)
     assert errors == []
     assert len(seen) >= 3
+    assert reads["whole"] > reads["gave_up"], reads
 
 
 # -- GCS only: the server itself misbehaves -------------------------------------------------------
