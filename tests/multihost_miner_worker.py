@@ -1,7 +1,7 @@
 """One process of the two-host miner test (tests/test_multihost.py): one window of a miner on an
 8-device mesh, through the miner's own code (`Miner.train`, `make_payload`, `upload`).
 
-    python tests/multihost_miner_worker.py --root DIR --window W [--set key=value ...]
+    python tests/multihost_miner_worker.py --root DIR --window W [--config C] [--set k=v ...]
 
 The local chain and buckets live under DIR (the test creates the chain). Multi-host settings come
 from the JAX_* environment variables; only the leader is given the hotkey secret, so a follower
@@ -15,6 +15,7 @@ import argparse
 import json
 import math
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -27,9 +28,10 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--root", type=Path, required=True)
     parser.add_argument("--window", type=int, required=True)
+    parser.add_argument("--config", default="tiny")
     parser.add_argument("--set", action="append", default=[])
     args = parser.parse_args()
-    cfg = load_config("tiny", args.set)
+    cfg = load_config(args.config, args.set)
     distributed.maybe_initialize(cfg.mesh)
 
     # Imported after the join: nothing may touch a device before it.
@@ -44,8 +46,10 @@ def main() -> int:
     miner = Miner(cfg, node, open_corpus(cfg.data, progress=False))
     miner.replica = new_replica(cfg, 0, miner.placement)
     miner.momentum = init_momentum(miner.replica.params)
+    t0 = time.perf_counter()
     grads, n_batches, loss = miner.train(args.window, deadline=math.inf)
     uploaded = miner.upload(args.window, miner.make_payload(args.window, grads))
+    seconds = time.perf_counter() - t0
     shape = (cfg.data.batch_size, cfg.model.seq_len)
     rows = distributed.process_rows(miner.placement.spec(("batch", "seq"), shape), shape)
     report = {
@@ -58,6 +62,8 @@ def main() -> int:
         "uploaded": uploaded,
         "rows": [rows.start, rows.stop],
         "params_sharded_over": len(miner.replica.params["embed"].sharding.device_set),
+        "device_kind": jax.devices()[0].device_kind,
+        "window_s_with_compile": round(seconds, 1),
     }
     print(json.dumps(report), flush=True)
     return 0
