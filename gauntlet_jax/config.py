@@ -59,7 +59,7 @@ class MeshConfig:
     fsdp: int = 1
     tensor: int = 1
     # Multi-host: call jax.distributed.initialize. "on" / "off", or "auto": on a Cloud TPU VM, or
-    # when the environment names a coordinator or several TPU workers (gauntlet_jax/distributed.py).
+    # when the environment names a coordinator or several TPU workers (gauntlet_jax/node/multihost.py).
     distributed: str = "auto"
     # Explicit multi-host job (e.g. GPU hosts): coordinator "host:port", process count and this
     # process's id. Empty / 0 / -1 = from JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and

@@ -12,6 +12,10 @@ class ConfigError(GauntletError):
     """A config file or override is malformed, mistyped or names an unknown key."""
 
 
+class DistributedError(ConfigError):
+    """The multi-host settings are contradictory or incomplete (names the setting)."""
+
+
 class DataError(GauntletError):
     """Tokenizer or token shards are missing or malformed."""
 

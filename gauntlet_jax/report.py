@@ -1,6 +1,6 @@
 """`python -m gauntlet_jax.report DIR`: plots (PNG) and one HTML page from a validator's metrics log.
 
-DIR holds `metrics.jsonl` (the format is in gauntlet_jax/metrics.py): a simulation's output
+DIR holds `metrics.jsonl` (the format is in gauntlet_jax/node/metrics.py): a simulation's output
 directory, or a live validator's (e.g. runs/local/validator-validator). When a simulation's
 `summary.json` is there too, the report adds the peers' kinds, the held-out loss with its
 baselines (all-honest run, centralised AdamW), the issue's bars and the Figure 2 separation.
@@ -30,7 +30,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from gauntlet_jax.metrics import METRICS_FILE, read_records
+from gauntlet_jax.node.metrics import METRICS_FILE, read_records
 
 SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.html"

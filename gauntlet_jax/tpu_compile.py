@@ -45,9 +45,9 @@ from jax.sharding import Mesh
 from gauntlet_jax.config import Config, add_config_args, config_from_args
 from gauntlet_jax.errors import ConfigError, GauntletError
 from gauntlet_jax.model import grad, llama, sharding
-from gauntlet_jax.placement import Placement
+from gauntlet_jax.node.placement import Placement
+from gauntlet_jax.node.replica import plan_for
 from gauntlet_jax.protocol import outer
-from gauntlet_jax.replica import plan_for
 from gauntlet_jax.validator.loss_delta import score_candidates
 
 GIB = 1 << 30

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import jax
 
-from gauntlet_jax import distributed
 from gauntlet_jax.config import load_config
+from gauntlet_jax.model.sharding import process_rows
+from gauntlet_jax.node import multihost
 
 
 def main() -> int:
@@ -32,16 +33,16 @@ def main() -> int:
     parser.add_argument("--set", action="append", default=[])
     args = parser.parse_args()
     cfg = load_config(args.config, args.set)
-    distributed.maybe_initialize(cfg.mesh)
+    multihost.maybe_initialize(cfg.mesh)
 
     # Imported after the join: nothing may touch a device before it.
     from gauntlet_jax.chain import open_chain
     from gauntlet_jax.data.shards import open_corpus
     from gauntlet_jax.miner.loop import Miner
-    from gauntlet_jax.node import Node, new_replica
+    from gauntlet_jax.node.startup import Node, new_replica
     from gauntlet_jax.protocol.momentum import init_momentum
 
-    chain = distributed.leader_opened(lambda: open_chain(cfg.chain), ("hotkey",))
+    chain = multihost.leader_opened(lambda: open_chain(cfg.chain), ("hotkey",))
     node = Node.connect(cfg, "miner", chain)
     miner = Miner(cfg, node, open_corpus(cfg.data, progress=False))
     miner.replica = new_replica(cfg, 0, miner.placement)
@@ -51,7 +52,7 @@ def main() -> int:
     uploaded = miner.upload(args.window, miner.make_payload(args.window, grads))
     seconds = time.perf_counter() - t0
     shape = (cfg.data.batch_size, cfg.model.seq_len)
-    rows = distributed.process_rows(miner.placement.spec(("batch", "seq"), shape), shape)
+    rows = process_rows(miner.placement.spec(("batch", "seq"), shape), shape)
     report = {
         "process": jax.process_index(),
         "processes": jax.process_count(),

@@ -4,7 +4,7 @@ the shared outer step on a mesh over every process's devices.
     python tests/multihost_worker.py --out DIR --num-processes N --process-id I --port P \
         --decision JSON
 
-With N > 1 the processes join on 127.0.0.1:P (`gauntlet_jax.distributed.maybe_initialize`).
+With N > 1 the processes join on 127.0.0.1:P (`gauntlet_jax.node.multihost.maybe_initialize`).
 Every process builds the same inputs (θ from the public seed, payloads compressed from seeded
 noise), loads only its own rows of each token batch, takes the step parameters from the leader's
 `--decision` (the followers' own argument is ignored, as a follower never reads the chain), and
@@ -24,8 +24,15 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from gauntlet_jax import distributed
 from gauntlet_jax.config import MeshConfig, with_overrides
+from gauntlet_jax.model.sharding import (
+    global_array,
+    global_batch,
+    global_tree,
+    process_rows,
+    to_host,
+)
+from gauntlet_jax.node import multihost
 
 # The mesh: 8 devices as data 2 × fsdp 2 × tensor 2. The data axis is outermost, so with two
 # processes of 4 devices each host holds one half of every batch.
@@ -50,20 +57,20 @@ def main() -> int:
         num_processes=args.num_processes,
         process_id=args.process_id,
     )
-    joined = distributed.maybe_initialize(mesh_cfg)
+    joined = multihost.maybe_initialize(mesh_cfg)
 
     # Imported after the join: nothing may touch a device before it.
     from gauntlet_jax.config import load_config
     from gauntlet_jax.model import llama, sharding
+    from gauntlet_jax.node.replica import plan_for
     from gauntlet_jax.protocol import outer
     from gauntlet_jax.protocol.momentum import compress_tree
-    from gauntlet_jax.replica import plan_for
     from gauntlet_jax.validator.loss_delta import score_candidates
 
     cfg = with_overrides(load_config("tiny"), ["model.seq_len=32"])
     plan = plan_for(cfg)
     mesh = sharding.make_mesh(mesh_cfg)
-    decision = distributed.broadcast_from_leader(json.loads(args.decision))
+    decision = multihost.broadcast_from_leader(json.loads(args.decision))
 
     # θ from the public seed, initialised straight into its shards across both hosts.
     params = sharding.init_sharded_params(cfg.model, jax.random.key(cfg.train.seed), mesh)
@@ -77,12 +84,12 @@ def main() -> int:
             lambda a, s=seed: jax.random.normal(jax.random.key(100 + s), a.shape), host_params
         )
         idx, vals, _ = compress_tree(noise, plan, quantize=False)
-        payloads.append((distributed.to_host(idx), distributed.to_host(vals)))
+        payloads.append((to_host(idx), to_host(vals)))
     replicated = NamedSharding(mesh, PartitionSpec())
 
     def stacked(n: int, part: int) -> object:
         tree = jax.tree.map(lambda *xs: np.stack(xs), *[p[part] for p in payloads[:n]])
-        return distributed.global_tree(tree, jax.tree.map(lambda _: replicated, tree))
+        return global_tree(tree, jax.tree.map(lambda _: replicated, tree))
 
     # Token batches: each host reads only its rows of the batch axis.
     rng = np.random.default_rng(7)
@@ -91,10 +98,10 @@ def main() -> int:
     rand_full = rng.integers(3, cfg.model.vocab_size, (N, B, t)).astype(np.int32)
     own_sharding = sharding.batch_sharding(mesh, batch_axis=2)
     rand_sharding = sharding.batch_sharding(mesh, batch_axis=1)
-    own_rows = distributed.process_rows(own_sharding, own_full.shape, axis=2)
-    rand_rows = distributed.process_rows(rand_sharding, rand_full.shape, axis=1)
-    own = distributed.global_batch(own_full[:, :, own_rows], own_sharding, own_full.shape, 2)
-    rand = distributed.global_batch(rand_full[:, rand_rows], rand_sharding, rand_full.shape, 1)
+    own_rows = process_rows(own_sharding, own_full.shape, axis=2)
+    rand_rows = process_rows(rand_sharding, rand_full.shape, axis=1)
+    own = global_batch(own_full[:, :, own_rows], own_sharding, own_full.shape, 2)
+    rand = global_batch(rand_full[:, rand_rows], rand_sharding, rand_full.shape, 1)
     print(
         json.dumps(
             {
@@ -110,8 +117,8 @@ def main() -> int:
         flush=True,
     )
 
-    own_w = distributed.global_array(np.ones((K, N), np.float32), replicated)
-    rand_w = distributed.global_array(np.ones(N, np.float32), replicated)
+    own_w = global_array(np.ones((K, N), np.float32), replicated)
+    rand_w = global_array(np.ones(N, np.float32), replicated)
     deltas = score_candidates(
         params,
         stacked(K, 0),
@@ -125,7 +132,7 @@ def main() -> int:
         plan=plan,
         chunk=2,
     )
-    losses = distributed.to_host(deltas._asdict())
+    losses = to_host(deltas._asdict())
 
     mask = np.array(decision["mask"], bool)
     new_params = outer.outer_step(
@@ -134,14 +141,14 @@ def main() -> int:
     digest = hashlib.sha256()
     moved = 0
     for old, new in zip(
-        jax.tree.leaves(distributed.to_host(params)),
-        jax.tree.leaves(distributed.to_host(new_params)),
+        jax.tree.leaves(to_host(params)),
+        jax.tree.leaves(to_host(new_params)),
         strict=True,
     ):
         digest.update(np.ascontiguousarray(new).tobytes())
         moved += int(np.sum(old != new))
-    distributed.sync("results")
-    if distributed.is_leader():
+    multihost.sync("results")
+    if multihost.is_leader():
         args.out.mkdir(parents=True, exist_ok=True)
         result = {
             "joined": joined,

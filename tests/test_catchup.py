@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from gcs_emulator import FakeGcs
 
-from gauntlet_jax.checkpoint import Checkpoint, CheckpointStore
 from gauntlet_jax.compress.plan import CompressionPlan, make_plan
 from gauntlet_jax.config import Config, load_config
 from gauntlet_jax.model import llama
@@ -25,6 +24,7 @@ from gauntlet_jax.protocol.catchup import (
 from gauntlet_jax.protocol.momentum import compress_tree
 from gauntlet_jax.protocol.schedule import outer_lr
 from gauntlet_jax.storage.base import Bucket, open_bucket
+from gauntlet_jax.storage.checkpoint import Checkpoint, CheckpointStore
 
 pytest_plugins = ["gcs_fixtures"]
 

@@ -11,16 +11,16 @@ import numpy as np
 import pytest
 from gcs_emulator import FakeGcs, FaultProxy
 
-from gauntlet_jax.checkpoint import (
+from gauntlet_jax.config import Config
+from gauntlet_jax.errors import CheckpointError
+from gauntlet_jax.model import llama
+from gauntlet_jax.storage.checkpoint import (
     Checkpoint,
     CheckpointStore,
     latest_checkpoint,
     restore_checkpoint,
     save_checkpoint,
 )
-from gauntlet_jax.config import Config
-from gauntlet_jax.errors import CheckpointError
-from gauntlet_jax.model import llama
 
 pytest_plugins = ["gcs_fixtures"]
 

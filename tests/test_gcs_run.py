@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 from gcs_emulator import FakeGcs, FaultProxy, tensorstore_env
 
-from gauntlet_jax.checkpoint import CheckpointStore
 from gauntlet_jax.config import DataConfig, StorageConfig, load_config
 from gauntlet_jax.data.shards import (
     CORPUS_CACHE,
@@ -27,8 +26,9 @@ from gauntlet_jax.data.shards import (
 )
 from gauntlet_jax.data.tokenizer import load_tokenizer
 from gauntlet_jax.errors import DataError
-from gauntlet_jax.metrics import read_records
+from gauntlet_jax.node.metrics import read_records
 from gauntlet_jax.storage.base import open_bucket
+from gauntlet_jax.storage.checkpoint import CheckpointStore
 
 pytest_plugins = ["gcs_fixtures"]
 

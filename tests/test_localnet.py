@@ -26,12 +26,12 @@ import pytest
 
 from gauntlet_jax.chain.keys import dev_uri
 from gauntlet_jax.chain.local import LocalChain
-from gauntlet_jax.checkpoint import CheckpointStore
 from gauntlet_jax.config import load_config
-from gauntlet_jax.metrics import read_records
+from gauntlet_jax.node.metrics import read_records
+from gauntlet_jax.node.replica import initial_params, plan_for
 from gauntlet_jax.protocol.catchup import catch_up
-from gauntlet_jax.replica import initial_params, plan_for
 from gauntlet_jax.storage.base import open_bucket
+from gauntlet_jax.storage.checkpoint import CheckpointStore
 from gauntlet_jax.validator.state import load_state
 
 # Real processes on short windows: minutes, more on a loaded machine.

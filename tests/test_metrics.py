@@ -9,7 +9,7 @@ import pytest
 from rich.console import Console
 from tensorboardX.proto import event_pb2
 
-from gauntlet_jax.metrics import (
+from gauntlet_jax.node.metrics import (
     MetricsLogger,
     PeerWindowRecord,
     explain,

@@ -1,5 +1,5 @@
 """Multi-host JAX: two processes of 4 simulated CPU devices each, joined by
-`jax.distributed.initialize` on 127.0.0.1, compute the validator's scoring step and the shared
+`jax.multihost.initialize` on 127.0.0.1, compute the validator's scoring step and the shared
 outer step on one 8-device mesh, and agree with one process holding all 8 devices.
 
 Each host loads only its half of every token batch; the step parameters come from the leader
@@ -23,13 +23,14 @@ import jax
 import numpy as np
 import pytest
 
-from gauntlet_jax import distributed
 from gauntlet_jax.chain.keys import dev_uri
 from gauntlet_jax.compress.codec import decode_payload
 from gauntlet_jax.config import MeshConfig, load_config
 from gauntlet_jax.localchain import create_network
+from gauntlet_jax.model.sharding import global_batch, global_tree, process_rows, to_host
+from gauntlet_jax.node import multihost
+from gauntlet_jax.node.replica import plan_for
 from gauntlet_jax.protocol import names
-from gauntlet_jax.replica import plan_for
 
 pytestmark = pytest.mark.slow
 
@@ -124,11 +125,11 @@ def test_two_hosts_score_and_step_like_one_host_of_eight_devices(tmp_path: Path)
 def test_auto_mode_joins_only_when_the_environment_names_a_job(tmp_path: Path) -> None:
     no_pci = tmp_path / "pci"
     no_pci.mkdir()
-    assert distributed.pod_detected({}, no_pci) == ""
-    assert distributed.pod_detected({"TPU_WORKER_HOSTNAMES": "10.0.0.2"}, no_pci) == ""
-    assert "2 workers" in distributed.pod_detected({"TPU_WORKER_HOSTNAMES": "a,b"}, no_pci)
-    assert distributed.pod_detected({"JAX_COORDINATOR_ADDRESS": "h:1"}, no_pci)
-    assert distributed.pod_detected({"MEGASCALE_COORDINATOR_ADDRESS": "h"}, no_pci)
+    assert multihost.pod_detected({}, no_pci) == ""
+    assert multihost.pod_detected({"TPU_WORKER_HOSTNAMES": "10.0.0.2"}, no_pci) == ""
+    assert "2 workers" in multihost.pod_detected({"TPU_WORKER_HOSTNAMES": "a,b"}, no_pci)
+    assert multihost.pod_detected({"JAX_COORDINATOR_ADDRESS": "h:1"}, no_pci)
+    assert multihost.pod_detected({"MEGASCALE_COORDINATOR_ADDRESS": "h"}, no_pci)
     # Two v5e chips, an Intel device and Google's gVNIC network card (not a TPU).
     devices = [
         ("0x1ae0", "0x0063"),
@@ -141,57 +142,57 @@ def test_auto_mode_joins_only_when_the_environment_names_a_job(tmp_path: Path) -
         dev.mkdir()
         (dev / "vendor").write_text(vendor + "\n")
         (dev / "device").write_text(device + "\n")
-    assert distributed.pod_detected({}, no_pci) == "2 TPU chips on this host"
+    assert multihost.pod_detected({}, no_pci) == "2 TPU chips on this host"
     # "off" never joins, whatever the environment says; auto without a reason does not either.
     env = {"TPU_WORKER_HOSTNAMES": "a,b"}
-    assert not distributed.maybe_initialize(MeshConfig(distributed="off"), env, no_pci)
-    assert not distributed.maybe_initialize(MeshConfig(distributed="auto"), {}, tmp_path / "x")
+    assert not multihost.maybe_initialize(MeshConfig(distributed="off"), env, no_pci)
+    assert not multihost.maybe_initialize(MeshConfig(distributed="auto"), {}, tmp_path / "x")
 
 
 def test_initialize_arguments_come_from_config_then_env() -> None:
     cfg = MeshConfig(coordinator="10.0.0.1:1234", num_processes=4, process_id=3)
-    assert distributed.initialize_args(cfg, {}) == {
+    assert multihost.initialize_args(cfg, {}) == {
         "coordinator_address": "10.0.0.1:1234",
         "num_processes": 4,
         "process_id": 3,
     }
     env = {"JAX_COORDINATOR_ADDRESS": "h:9", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "1"}
-    assert distributed.initialize_args(MeshConfig(), env) == {
+    assert multihost.initialize_args(MeshConfig(), env) == {
         "coordinator_address": "h:9",
         "num_processes": 2,
         "process_id": 1,
     }
     # Nothing given: JAX's own cluster detection (TPU metadata, SLURM, …) decides.
-    assert distributed.initialize_args(MeshConfig(), {}) == {}
-    with pytest.raises(distributed.DistributedError, match="process_id 4"):
-        distributed.initialize_args(MeshConfig(num_processes=4, process_id=4), {})
-    with pytest.raises(distributed.DistributedError, match="host:port"):
-        distributed.initialize_args(MeshConfig(coordinator="nohost", num_processes=1), {})
-    with pytest.raises(distributed.DistributedError, match=r"needs mesh\.num_processes"):
-        distributed.initialize_args(MeshConfig(coordinator="h:1"), {})
-    with pytest.raises(distributed.DistributedError, match="not an integer"):
-        distributed.initialize_args(MeshConfig(), {"JAX_NUM_PROCESSES": "two"})
-    with pytest.raises(distributed.DistributedError, match="valid: auto, on, off"):
-        distributed.maybe_initialize(MeshConfig(distributed="yes"), {})
+    assert multihost.initialize_args(MeshConfig(), {}) == {}
+    with pytest.raises(multihost.DistributedError, match="process_id 4"):
+        multihost.initialize_args(MeshConfig(num_processes=4, process_id=4), {})
+    with pytest.raises(multihost.DistributedError, match="host:port"):
+        multihost.initialize_args(MeshConfig(coordinator="nohost", num_processes=1), {})
+    with pytest.raises(multihost.DistributedError, match=r"needs mesh\.num_processes"):
+        multihost.initialize_args(MeshConfig(coordinator="h:1"), {})
+    with pytest.raises(multihost.DistributedError, match="not an integer"):
+        multihost.initialize_args(MeshConfig(), {"JAX_NUM_PROCESSES": "two"})
+    with pytest.raises(multihost.DistributedError, match="valid: auto, on, off"):
+        multihost.maybe_initialize(MeshConfig(distributed="yes"), {})
 
 
 def test_single_process_helpers_are_the_local_case() -> None:
     import jax
     from jax.sharding import NamedSharding, PartitionSpec
 
-    assert distributed.is_leader()
-    assert distributed.broadcast_from_leader({"uids": [3, 1]}) == {"uids": [3, 1]}
+    assert multihost.is_leader()
+    assert multihost.broadcast_from_leader({"uids": [3, 1]}) == {"uids": [3, 1]}
     mesh = jax.make_mesh(
         (1,), ("data",), axis_types=(jax.sharding.AxisType.Auto,), devices=jax.devices()[:1]
     )
     sharding = NamedSharding(mesh, PartitionSpec("data"))
     rows = np.arange(12, dtype=np.int32).reshape(4, 3)
-    assert distributed.process_rows(sharding, rows.shape) == slice(0, 4)
-    batch = distributed.global_batch(rows, sharding, rows.shape)
-    np.testing.assert_array_equal(distributed.to_host(batch), rows)
-    with pytest.raises(distributed.DistributedError, match="rows 0:4"):
-        distributed.global_batch(rows[:2], sharding, rows.shape)
-    placed = distributed.global_tree({"a": rows}, {"a": sharding})
+    assert process_rows(sharding, rows.shape) == slice(0, 4)
+    batch = global_batch(rows, sharding, rows.shape)
+    np.testing.assert_array_equal(to_host(batch), rows)
+    with pytest.raises(multihost.DistributedError, match="rows 0:4"):
+        global_batch(rows[:2], sharding, rows.shape)
+    placed = global_tree({"a": rows}, {"a": sharding})
     np.testing.assert_array_equal(np.asarray(placed["a"]), rows)
 
 
@@ -290,13 +291,13 @@ def test_a_leader_error_reaches_the_followers_as_the_same_typed_error() -> None:
     for error in errors:
         # What a follower raises from the leader's outcome (its __init__ is never called).
         with pytest.raises(type(error)) as got:
-            distributed._unpack_outcome(distributed._pack_error(error))
+            multihost._unpack_outcome(multihost._pack_error(error))
         assert str(got.value) == str(error)
         assert vars(got.value) == vars(error)
 
     class Unpicklable(Exception):  # a local class cannot be named in a pickle
         pass
 
-    with pytest.raises(distributed.DistributedError, match="Unpicklable: boom"):
-        distributed._unpack_outcome(distributed._pack_error(Unpicklable("boom")))
-    assert distributed._unpack_outcome(distributed.pickle.dumps(("ok", {"uid": 3}))) == {"uid": 3}
+    with pytest.raises(multihost.DistributedError, match="Unpicklable: boom"):
+        multihost._unpack_outcome(multihost._pack_error(Unpicklable("boom")))
+    assert multihost._unpack_outcome(multihost.pickle.dumps(("ok", {"uid": 3}))) == {"uid": 3}

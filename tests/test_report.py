@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gauntlet_jax import report
-from gauntlet_jax.metrics import MetricsLogger, PeerWindowRecord, read_records
+from gauntlet_jax.node.metrics import MetricsLogger, PeerWindowRecord, read_records
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 WINDOWS = range(10, 22)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from gauntlet_jax import simulate
-from gauntlet_jax.metrics import read_records
+from gauntlet_jax.node.metrics import read_records
 
 pytestmark = pytest.mark.slow
 

@@ -26,18 +26,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gauntlet_jax import distributed
 from gauntlet_jax.compress.codec import encode_payload
 from gauntlet_jax.config import Config
 from gauntlet_jax.data.pages import batches_for
 from gauntlet_jax.data.shards import TokenCorpus
 from gauntlet_jax.errors import PreconditionFailed, StorageError
 from gauntlet_jax.model import grad, llama
-from gauntlet_jax.node import Node, checkpoint_store, maybe_checkpoint, new_replica, restore_replica
+from gauntlet_jax.model.sharding import to_host
+from gauntlet_jax.node.replica import Replica, node_placement
+from gauntlet_jax.node.startup import (
+    Node,
+    checkpoint_store,
+    maybe_checkpoint,
+    new_replica,
+    restore_replica,
+)
 from gauntlet_jax.protocol import names
 from gauntlet_jax.protocol.momentum import init_momentum, momentum_step
 from gauntlet_jax.protocol.probes import encode_probes
-from gauntlet_jax.replica import Replica, node_placement
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +138,7 @@ class Miner:
             losses.append(loss)
         n = len(losses)
         mean = jax.tree.map(lambda g: g / n, acc)
-        return mean, n, float(np.mean(distributed.to_host(losses)))
+        return mean, n, float(np.mean(to_host(losses)))
 
     def make_payload(self, window: int, grads: llama.Params) -> bytes:
         assert self.replica is not None
@@ -146,7 +152,7 @@ class Miner:
         )
         self.momentum = result.m
         self.momentum_steps += 1
-        idx, vals, quant = distributed.to_host((result.idx, result.vals, result.quant))
+        idx, vals, quant = to_host((result.idx, result.vals, result.quant))
         return encode_payload(self.uid, window, idx, vals, self.replica.plan, quant)
 
     def upload(self, window: int, payload: bytes) -> int:

@@ -159,7 +159,7 @@ def cleanup_own_objects(
     (window < current_window − keep_windows); returns how many were deleted.
 
     Checkpoints are pruned by Orbax itself (`max_to_keep = protocol.checkpoint_keep`, see
-    gauntlet_jax/checkpoint.py). Other uids' objects and unparseable names are never touched.
+    gauntlet_jax/storage/checkpoint.py). Other uids' objects and unparseable names are never touched.
     """
     oldest_kept = current_window - keep_windows
     deleted = 0

@@ -20,11 +20,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gauntlet_jax import distributed
 from gauntlet_jax.compress import dct, topk
 from gauntlet_jax.compress.plan import CompressionPlan, LeafPlan
 from gauntlet_jax.config import Config
 from gauntlet_jax.errors import InvalidPayload
+from gauntlet_jax.model.sharding import to_host
 
 NORM_EPS = 1e-8
 NORMALISE_MODES = ("chunk", "tensor")
@@ -167,7 +167,7 @@ def pack_signs(signs: Any, plan: CompressionPlan) -> dict[str, np.ndarray]:
     ready for `safetensors.numpy.save`. Packed on the device: 1/8 of the bytes cross to the host."""
     packed: dict[str, np.ndarray] = {}
     # to_host: signs sharded over several hosts are gathered (every process calls this).
-    leaves = distributed.to_host(_pack_tree(plan.unflatten(plan.flatten(signs))))
+    leaves = to_host(_pack_tree(plan.unflatten(plan.flatten(signs))))
     for lp, (pos, zero, any_zero) in zip(plan.leaves, leaves, strict=True):
         packed[lp.name + _POS_SUFFIX] = pos
         if bool(any_zero):

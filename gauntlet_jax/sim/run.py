@@ -52,15 +52,15 @@ from gauntlet_jax.config import Config, to_dict, with_overrides
 from gauntlet_jax.data.pages import heldout_batches
 from gauntlet_jax.data.shards import TokenCorpus, open_corpus
 from gauntlet_jax.localchain import create_network
-from gauntlet_jax.metrics import METRICS_FILE, read_records
 from gauntlet_jax.model import grad, llama
-from gauntlet_jax.node import GATHER_GRACE_S, Node, new_replica
+from gauntlet_jax.node.metrics import METRICS_FILE, read_records
+from gauntlet_jax.node.replica import initial_params
+from gauntlet_jax.node.startup import GATHER_GRACE_S, Node, new_replica
 from gauntlet_jax.protocol import names
 from gauntlet_jax.protocol.honest import mean_loss, peer_updates, stack_peer_batches
 from gauntlet_jax.protocol.momentum import init_momentum
 from gauntlet_jax.protocol.probes import encode_probes, gather_probes
 from gauntlet_jax.protocol.schedule import first_block_of_window
-from gauntlet_jax.replica import initial_params
 from gauntlet_jax.sim.peers import HONEST_KINDS, Honest, UploadContext
 from gauntlet_jax.storage.local import LocalBucket
 from gauntlet_jax.validator.loop import Validator, WindowOutcome

@@ -36,18 +36,25 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from gauntlet_jax import distributed
 from gauntlet_jax.compress.codec import stack_payloads
 from gauntlet_jax.config import Config
 from gauntlet_jax.data.pages import batches_for, random_batches
 from gauntlet_jax.data.shards import TokenCorpus
 from gauntlet_jax.errors import ChainError, DataError, PreconditionFailed, StorageError
-from gauntlet_jax.metrics import MetricsLogger, PeerWindowRecord, render_window_table
-from gauntlet_jax.network import Fetched, pad_to
-from gauntlet_jax.node import Node, checkpoint_store, maybe_checkpoint, new_replica, restore_replica
+from gauntlet_jax.model.sharding import to_host
+from gauntlet_jax.node import multihost
+from gauntlet_jax.node.metrics import MetricsLogger, PeerWindowRecord, render_window_table
+from gauntlet_jax.node.network import Fetched, pad_to
+from gauntlet_jax.node.replica import Replica, node_placement
+from gauntlet_jax.node.startup import (
+    Node,
+    checkpoint_store,
+    maybe_checkpoint,
+    new_replica,
+    restore_replica,
+)
 from gauntlet_jax.protocol import names, outer
 from gauntlet_jax.protocol.probes import decode_probes, max_probe_bytes
-from gauntlet_jax.replica import Replica, node_placement
 from gauntlet_jax.validator import checks, overlap, rating, weights
 from gauntlet_jax.validator.loss_delta import LossDeltas, pad_batches, score_candidates
 from gauntlet_jax.validator.state import PeerRecord, ValidatorState, load_state, save_state
@@ -84,11 +91,11 @@ class Validator:
         self.node = node
         self.corpus = corpus
         self.out_dir = Path(out_dir)
-        self.writes = distributed.is_leader()
+        self.writes = multihost.is_leader()
         if self.writes:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         self.state_path = self.out_dir / STATE_FILE
-        self.state: ValidatorState = distributed.leader_call(
+        self.state: ValidatorState = multihost.leader_call(
             lambda: load_state(self.state_path, self.vcfg.seed)
         )
         self.metrics = MetricsLogger(
@@ -354,7 +361,7 @@ class Validator:
             plan=self.replica.plan,
             chunk=self.vcfg.candidate_chunk,
         )
-        return LossDeltas(*distributed.to_host(tuple(deltas)))
+        return LossDeltas(*to_host(tuple(deltas)))
 
     def _evaluate(
         self,

@@ -8,9 +8,9 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
-from gauntlet_jax.checkpoint import Checkpoint, restore_checkpoint, save_checkpoint
 from gauntlet_jax.config import load_config
 from gauntlet_jax.model import llama
+from gauntlet_jax.storage.checkpoint import Checkpoint, restore_checkpoint, save_checkpoint
 
 
 def fsdp_shardings(params: object, mesh: jax.sharding.Mesh) -> object:

@@ -18,7 +18,6 @@ from typing import Any, Literal
 
 import numpy as np
 
-from gauntlet_jax import distributed
 from gauntlet_jax.chain.base import Chain, ChainDataError, Metagraph
 from gauntlet_jax.compress.codec import DecodedPayload, decode_payload, max_payload_bytes
 from gauntlet_jax.compress.plan import CompressionPlan
@@ -28,6 +27,7 @@ from gauntlet_jax.errors import (
     ObjectNotFound,
     StorageError,
 )
+from gauntlet_jax.node import multihost
 from gauntlet_jax.protocol import names
 from gauntlet_jax.protocol.schedule import first_block_of_window, put_window_status
 from gauntlet_jax.storage.base import Bucket, ObjectInfo, open_bucket
@@ -140,8 +140,8 @@ class Network:
 
     def open(self, url: str) -> Bucket:
         """A bucket by URL; in a multi-host job only the leader opens it and reads or writes
-        (`distributed.leader_opened`)."""
-        return distributed.leader_opened(lambda: open_bucket(url, self.cfg.storage), ("url",))
+        (`multihost.leader_opened`)."""
+        return multihost.leader_opened(lambda: open_bucket(url, self.cfg.storage), ("url",))
 
     def wait_for(self, bucket: Bucket, name: str, deadline: float) -> ObjectInfo | None:
         """Polls until the object exists or wall time passes `deadline`; None if it never came."""
@@ -149,11 +149,11 @@ class Network:
             try:
                 return bucket.head(name)
             except ObjectNotFound:
-                if distributed.leader_time() >= deadline:
+                if multihost.leader_time() >= deadline:
                     return None
             except StorageError as e:
                 log.info("head %s: %s", name, e)
-                if distributed.leader_time() >= deadline:
+                if multihost.leader_time() >= deadline:
                     return None
             time.sleep(POLL_INTERVAL_S)
 

@@ -5,7 +5,7 @@
   covers parameter rows 64i…64i+63), so each chip scatters and inverse-transforms only the chunks
   of its own shard of θ instead of every chip decoding whole payloads.
 - Token batches: the batch axis over ("data", "fsdp"); each host supplies only the rows its own
-  devices hold (`distributed.global_batch`).
+  devices hold (`global_batch`).
 - Per-peer weights, masks, scalars: replicated.
 
 Every process of a multi-host job holds the same host values for payloads and scalars (the
@@ -26,10 +26,10 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from gauntlet_jax import distributed
 from gauntlet_jax.compress.plan import CompressionPlan
 from gauntlet_jax.config import MeshConfig, ModelConfig
 from gauntlet_jax.model import llama, sharding
+from gauntlet_jax.model.sharding import global_array, global_batch, process_rows
 
 # A payload's last axis (the k values of a chunk) is never split.
 PAYLOAD_RULES = MappingProxyType({**sharding.LOGICAL_AXIS_RULES, "topk": None})
@@ -114,13 +114,13 @@ class Placement:
         shape = tuple(tokens.shape)
         target = self.spec(logical, shape)
         axis = list(logical).index("batch")
-        rows = distributed.process_rows(target, shape, axis)
+        rows = process_rows(target, shape, axis)
         local = np.ascontiguousarray(np.take(tokens, np.arange(rows.start, rows.stop), axis=axis))
-        return distributed.global_batch(local, target, shape, axis)
+        return global_batch(local, target, shape, axis)
 
 
 def _place(value: Any, target: NamedSharding) -> jax.Array:
     if isinstance(value, jax.Array):
         # Already on devices: a no-op when laid out as wanted, else a device-side resharding.
         return value if value.sharding == target else jax.device_put(value, target)
-    return distributed.global_array(np.asarray(value), target)
+    return global_array(np.asarray(value), target)

@@ -35,10 +35,9 @@ from typing import Any, TypeVar
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
-from jax.sharding import Sharding
 
 from gauntlet_jax.config import MeshConfig
-from gauntlet_jax.errors import ConfigError
+from gauntlet_jax.errors import DistributedError
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +61,6 @@ _MIN_BROADCAST_BYTES = 1 << 10
 MAX_BROADCAST_BYTES = (1 << 31) - 1
 
 T = TypeVar("T")
-
-
-class DistributedError(ConfigError):
-    """The multi-host settings are contradictory or incomplete (names the setting)."""
 
 
 def _int_env(env: Mapping[str, str], key: str) -> int | None:
@@ -345,68 +340,3 @@ def sync(name: str) -> None:
     """Waits until every process reaches the barrier `name` (no-op with one process)."""
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices(name)
-
-
-# ---------------------------------------------------------------------------------------------
-# Data onto a mesh that spans hosts
-
-
-def global_array(value: Any, sharding: Sharding) -> jax.Array:
-    """A global array from a host value every process holds in full (θ from the public seed, a
-    downloaded payload): each process supplies only the shards of its own devices."""
-    host = np.asarray(value)
-    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
-
-
-def global_tree(tree: Any, shardings: Any) -> Any:
-    """`global_array` over a pytree with a matching tree of shardings."""
-    return jax.tree.map(global_array, tree, shardings)
-
-
-def process_rows(sharding: Sharding, global_shape: tuple[int, ...], axis: int = 0) -> slice:
-    """The rows along `axis` of a global array that this process's devices hold: the slice of
-    the global batch this host loads. All of them when the axis is not split across hosts."""
-    starts, stops = [], []
-    for index in sharding.addressable_devices_indices_map(global_shape).values():
-        piece = index[axis] if index is not None and axis < len(index) else slice(None)
-        start, stop, _ = piece.indices(global_shape[axis])
-        starts.append(start)
-        stops.append(stop)
-    lo, hi = min(starts), max(stops)
-    covered = np.zeros(hi - lo, bool)
-    for start, stop in zip(starts, stops, strict=True):
-        covered[start - lo : stop - lo] = True
-    if not covered.all():
-        raise DistributedError(
-            f"this process's rows of axis {axis} ({sorted(set(zip(starts, stops, strict=True)))}) "
-            "are not contiguous; order the mesh so each host holds one block of the batch"
-        )
-    return slice(lo, hi)
-
-
-def global_batch(
-    local_rows: np.ndarray, sharding: Sharding, global_shape: tuple[int, ...], axis: int = 0
-) -> jax.Array:
-    """The global batch from this host's rows (`process_rows`) of it."""
-    rows = process_rows(sharding, global_shape, axis)
-    expected = rows.stop - rows.start
-    if local_rows.shape[axis] != expected:
-        raise DistributedError(
-            f"this process holds rows {rows.start}:{rows.stop} of axis {axis} ({expected}), "
-            f"but {local_rows.shape[axis]} were given"
-        )
-    return jax.make_array_from_process_local_data(sharding, local_rows, global_shape)
-
-
-def to_host(tree: Any) -> Any:
-    """Every leaf as a full numpy array in every process (an all-gather across hosts when the
-    array spans them; a plain device-to-host copy otherwise)."""
-
-    def one(x: Any) -> np.ndarray:
-        if isinstance(x, jax.Array) and not x.is_fully_addressable:
-            if x.is_fully_replicated:  # every device holds all of it: no traffic needed
-                return np.asarray(x.addressable_data(0))
-            return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-        return np.asarray(x)
-
-    return jax.tree.map(one, tree)

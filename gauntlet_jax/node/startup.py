@@ -2,7 +2,7 @@
 run's start window, and catching up to the chain's current window.
 
 In a multi-host job every process runs the node; the chain client and the buckets are opened by
-the leader alone and the others receive the outcome of each call (`distributed.leader_opened`),
+the leader alone and the others receive the outcome of each call (`multihost.leader_opened`),
 as they receive the leader's clock (`Node.now`), so all processes take the same decisions.
 """
 
@@ -14,17 +14,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gauntlet_jax import distributed
 from gauntlet_jax.chain.base import Chain
-from gauntlet_jax.checkpoint import Checkpoint, CheckpointStore
 from gauntlet_jax.config import Config
 from gauntlet_jax.errors import ChainError, CheckpointError, GauntletError
-from gauntlet_jax.network import Network
-from gauntlet_jax.placement import Placement
+from gauntlet_jax.node import multihost
+from gauntlet_jax.node.network import Network
+from gauntlet_jax.node.placement import Placement
+from gauntlet_jax.node.replica import Replica, initial_params, node_placement
 from gauntlet_jax.protocol.catchup import AggregateUnavailable, fetch_aggregate
 from gauntlet_jax.protocol.schedule import first_block_of_window, window_of_block
-from gauntlet_jax.replica import Replica, initial_params, node_placement
 from gauntlet_jax.storage.base import Bucket
+from gauntlet_jax.storage.checkpoint import Checkpoint, CheckpointStore
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class Node:
 
     def now(self) -> float:
         """Wall time for deadlines (the leader's, in a multi-host job)."""
-        return distributed.leader_time()
+        return multihost.leader_time()
 
     def current_window(self) -> int:
         return window_of_block(self.chain.current_block(), self.cfg.protocol.blocks_per_window)
@@ -176,7 +176,7 @@ def restore_replica(
     replica = new_replica(cfg, start_window, placement)
     # The leader's listing: every process then restores the same window (a multi-host job
     # needs a checkpoint directory all hosts share, such as gs://).
-    windows = distributed.leader_call(store.windows)
+    windows = multihost.leader_call(store.windows)
     usable = [
         w for w in windows if w >= start_window and (up_to_window is None or w <= up_to_window)
     ]

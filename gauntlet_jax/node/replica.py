@@ -14,13 +14,13 @@ from typing import Any
 import jax
 import numpy as np
 
-from gauntlet_jax import distributed
 from gauntlet_jax.compress.codec import stack_payloads
 from gauntlet_jax.compress.plan import CompressionPlan, make_plan
 from gauntlet_jax.config import Config
 from gauntlet_jax.model import llama
-from gauntlet_jax.network import Fetched, pad_to
-from gauntlet_jax.placement import Placement
+from gauntlet_jax.model.sharding import to_host
+from gauntlet_jax.node.network import Fetched, pad_to
+from gauntlet_jax.node.placement import Placement
 from gauntlet_jax.protocol import outer
 from gauntlet_jax.protocol.probes import gather_probes, probe_indices
 from gauntlet_jax.protocol.schedule import outer_lr
@@ -100,4 +100,4 @@ class Replica:
 
     def probes(self, window: int) -> np.ndarray:
         """θ's values at `window`'s public probe positions (published after that window)."""
-        return distributed.to_host(_gather_probes(self.params, self.probe_positions(window)))
+        return to_host(_gather_probes(self.params, self.probe_positions(window)))
