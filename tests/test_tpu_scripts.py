@@ -1,8 +1,9 @@
 """tpu_scripts/: dry-run command lines, input checks, the worker-side job runner, shellcheck.
 
 The scripts are run as subprocesses. No cloud is touched: dry runs must not call gcloud at all
-(a guard executable on PATH records any call), and the worker-side runner is exercised for real
-in a temporary home on this machine.
+(a guard executable on PATH records any call), the worker-side runner is exercised for real in a
+temporary home on this machine, and launch/logs/stop run for real against a fake gcloud whose
+pod is two such homes.
 """
 
 from __future__ import annotations
@@ -79,6 +80,67 @@ def test_help_documents_common_flags(script: str, guard_bin: Path) -> None:
     for word in ("Usage:", "--dry-run", "--project", "--zone", "--name"):
         assert word in result.stdout
     assert not (guard_bin.parent / "called").exists()
+
+
+# Each entry point's own flags with which it runs (launch has two required ones).
+REQUIRED = {"launch.sh": ["--role", "mine", "--hotkey", "m1"]}
+
+
+@pytest.mark.parametrize("script", ENTRY_POINTS)
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--frobnicate"], "unknown flag '--frobnicate' (see --help)"),
+        (["stray"], "unknown flag 'stray'"),
+        (["--name"], "--name needs a value"),
+        (["--name="], "--name needs a value"),
+        # The next flag is never taken for a value (here it would have been lost).
+        (["--name", "--dry-run"], "--name needs a value"),
+        (["--zone", "us-central1"], "--zone 'us-central1': expected a zone"),
+        (["--project", "My_Project"], "--project 'My_Project': expected a project id"),
+    ],
+)
+def test_every_entry_point_rejects_bad_flags_before_running_anything(
+    script: str, args: list[str], message: str, guard_bin: Path
+) -> None:
+    # Not a dry run: the guard would record any command it ran.
+    result = run_script(script, *REQUIRED.get(script, []), *args, bin_dir=guard_bin)
+    assert result.returncode == 2
+    assert f"{script}: error: {message}" in result.stderr
+    assert result.stdout == ""
+    assert not (guard_bin.parent / "called").exists()
+
+
+def gcloud_lines(stdout: str) -> list[list[str]]:
+    return [argv for argv in map(shlex.split, stdout.splitlines()) if argv[0] == "gcloud"]
+
+
+@pytest.mark.parametrize("script", ENTRY_POINTS)
+def test_defaults_come_from_the_environment_and_flags_override_them(
+    script: str, guard_bin: Path
+) -> None:
+    env = {
+        "GAUNTLET_TPU_NAME": "env-pod",
+        "GAUNTLET_TPU_ZONE": "europe-west4-b",
+        "GAUNTLET_TPU_PROJECT": "env-proj",
+        "DRY_RUN": "1",
+    }
+    required = REQUIRED.get(script, [])
+    from_env = run_script(script, *required, bin_dir=guard_bin, env=env)
+    overridden = run_script(
+        script, *required, "--zone=us-east5-a", "--name", "flag-pod", bin_dir=guard_bin, env=env
+    )
+    assert from_env.returncode == 0 and overridden.returncode == 0, overridden.stderr
+    assert not (guard_bin.parent / "called").exists()
+    for stdout, name, zone in [
+        (from_env.stdout, "env-pod", "europe-west4-b"),
+        (overridden.stdout, "flag-pod", "us-east5-a"),
+    ]:
+        commands = gcloud_lines(stdout)
+        assert commands
+        for argv in commands:
+            assert flag(argv, "--zone") == zone and flag(argv, "--project") == "env-proj"
+            assert any(a == name or a.startswith(f"{name}:") for a in argv), argv
 
 
 def test_create_prints_the_tpu_vm_create_command(guard_bin: Path) -> None:
@@ -457,6 +519,109 @@ def test_worker_start_fails_loudly(worker_root: Path, tmp_path: Path) -> None:
     # A PID from an earlier boot is never signalled (it may belong to anything now).
     result = worker(worker_root, "stop", "--job", "old")
     assert "job old is not running" in result.stdout and not stale.exists()
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "workers"),
+    [
+        ("setup.sh", ["--git", "https://github.com/o/gauntlet-jax"], "all"),
+        ("launch.sh", REQUIRED["launch.sh"], "all"),
+        ("stop.sh", [], "all"),
+        ("logs.sh", ["--worker", "1-3,5"], "1-3,5"),
+        ("logs.sh", ["--status", "--worker", "2"], "2"),
+    ],
+)
+def test_every_remote_command_reaches_the_chosen_workers(
+    script: str, args: list[str], workers: str, guard_bin: Path
+) -> None:
+    commands = dry_run(
+        script, "--name", "pod", "--internal-ip", "--remote-dir", "g2/run", *args, guard=guard_bin
+    )
+    assert commands and gcloud_lines("\n".join(map(shlex.join, commands))) == commands
+    for argv in commands:
+        assert argv[:4] == ["gcloud", "compute", "tpus", "tpu-vm"]
+        assert flag(argv, "--worker") == workers and "--internal-ip" in argv
+        if argv[4] == "scp":
+            assert argv[5] == str(SCRIPTS / "worker.sh") and argv[-4] == "pod:g2/run/files/"
+        else:
+            assert argv[4:6] == ["ssh", "pod"]
+    *copy, job = commands
+    if copy:
+        assert remote_argv(copy[0]) == ["mkdir", "-p", "g2/run/files"]
+    assert remote_argv(job)[:2] == ["bash", "g2/run/files/worker.sh"]
+
+
+# gcloud's tpu-vm ssh and scp for a pod whose workers are the directories under POD (their homes).
+FAKE_POD_GCLOUD = """#!{python}
+import os, shutil, subprocess, sys
+from pathlib import Path
+
+homes = sorted(Path({pod!r}).iterdir())
+args = sys.argv[1:]
+assert args[:3] == ["compute", "tpus", "tpu-vm"], args
+flags = dict(a[2:].split("=", 1) for a in args if a.startswith("--") and "=" in a)
+chosen = homes if flags["worker"] == "all" else [homes[int(flags["worker"])]]
+if args[3] == "ssh":
+    env = dict(os.environ)
+    for home in chosen:
+        env["HOME"] = str(home)
+        code = subprocess.run(["sh", "-c", flags["command"]], cwd=home, env=env).returncode
+        if code:
+            sys.exit(code)
+else:
+    *sources, dest = [a for a in args[4:] if not a.startswith("--")]
+    for home in chosen:
+        for source in sources:
+            shutil.copy(source, home / dest.split(":", 1)[1])
+"""
+
+
+def test_every_worker_is_reached_and_stopped(tmp_path: Path) -> None:
+    """launch, logs and stop for real against a two-worker pod on this machine."""
+    pod = tmp_path / "pod"
+    homes = [pod / f"worker-{i}" for i in range(2)]
+    for home in homes:
+        python = home / "gauntlet" / "venv" / "bin" / "python"
+        python.parent.mkdir(parents=True)
+        # The node as the job runner sees it: a process that says where it runs, then waits.
+        python.write_text('#!/bin/sh\necho "job in $PWD: $*"\nexec sleep 300\n')
+        python.chmod(0o755)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "gcloud").write_text(FAKE_POD_GCLOUD.format(python=sys.executable, pod=str(pod)))
+    (bin_dir / "gcloud").chmod(0o755)
+    pidfiles = [home / "gauntlet" / "jobs" / "mine-m1.pid" for home in homes]
+    common = ("--name", "pod")
+    try:
+        launched = run_script("launch.sh", *common, *REQUIRED["launch.sh"], bin_dir=bin_dir)
+        assert launched.returncode == 0, launched.stderr
+        pids = [int(pidfile.read_text().split()[0]) for pidfile in pidfiles]
+        assert len(set(pids)) == 2 and all(map(pid_alive, pids))
+        for home in homes:
+            assert (home / "gauntlet" / "files" / "1b2.yaml").exists()
+            log = home / "gauntlet" / "logs" / "mine-m1.log"
+            deadline = time.monotonic() + 20
+            while "job in" not in log.read_text() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert f"job in {home / 'gauntlet'}: -m gauntlet_jax.mine" in log.read_text()
+
+        status = run_script("logs.sh", *common, "--worker", "all", "--status", bin_dir=bin_dir)
+        assert status.returncode == 0, status.stderr
+        for pid in pids:
+            assert f"mine-m1 running (pid {pid})" in status.stdout
+        one = run_script("logs.sh", *common, "--worker", "1", "--lines", "5", bin_dir=bin_dir)
+        assert str(homes[1]) in one.stdout and str(homes[0]) not in one.stdout
+
+        stopped = run_script("stop.sh", *common, "--grace", "10", bin_dir=bin_dir)
+        assert stopped.returncode == 0, stopped.stderr
+        for pid in pids:
+            assert f"job mine-m1 (pid {pid}) stopped" in stopped.stdout
+            assert not pid_alive(pid)
+        assert not any(pidfile.exists() for pidfile in pidfiles)
+    finally:
+        for pidfile in pidfiles:
+            if pidfile.exists():
+                os.killpg(int(pidfile.read_text().split()[0]), signal.SIGKILL)
 
 
 def test_scripts_are_shellcheck_clean() -> None:

@@ -4,18 +4,6 @@ set -euo pipefail
 # shellcheck source=tpu_scripts/common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-ACCELERATOR=v5litepod-16
-RUNTIME=""
-CAPACITY=""
-RESERVED=0
-SERVICE_ACCOUNT=""
-SCOPES=https://www.googleapis.com/auth/cloud-platform
-NETWORK=""
-SUBNETWORK=""
-LABELS=""
-QUEUED=0
-QUEUED_ID=""
-
 usage() {
 	cat <<EOF
 Usage: $SCRIPT_NAME [flags]
@@ -59,94 +47,36 @@ default_runtime() {
 	esac
 }
 
-normalise_args "$@"
-set -- ${NORMALISED_ARGS[@]+"${NORMALISED_ARGS[@]}"}
-while (($#)); do
-	take_common_flag usage "$@"
-	if ((SHIFT_BY)); then
-		shift "$SHIFT_BY"
-		continue
-	fi
-	case "$1" in
-	--accelerator-type)
-		ACCELERATOR=$(flag_value "$@")
-		shift 2
-		;;
-	--version)
-		RUNTIME=$(flag_value "$@")
-		shift 2
-		;;
-	--spot | --preemptible)
-		[[ -z $CAPACITY || $CAPACITY == "$1" ]] || die "--spot and --preemptible exclude each other"
-		CAPACITY=$1
-		shift
-		;;
-	--reserved)
-		RESERVED=1
-		shift
-		;;
-	--service-account)
-		SERVICE_ACCOUNT=$(flag_value "$@")
-		shift 2
-		;;
-	--scopes)
-		SCOPES=$(flag_value "$@")
-		shift 2
-		;;
-	--network)
-		NETWORK=$(flag_value "$@")
-		shift 2
-		;;
-	--subnetwork)
-		SUBNETWORK=$(flag_value "$@")
-		shift 2
-		;;
-	--labels)
-		LABELS=$(flag_value "$@")
-		shift 2
-		;;
-	--queued)
-		QUEUED=1
-		shift
-		;;
-	--queued-id)
-		QUEUED_ID=$(flag_value "$@")
-		shift 2
-		;;
-	*) die "unknown flag '$1' (see --help)" ;;
-	esac
-done
-finish_common_flags
+accept_flags value --accelerator-type ACCELERATOR=v5litepod-16 --version RUNTIME \
+	--service-account SERVICE_ACCOUNT --scopes SCOPES=https://www.googleapis.com/auth/cloud-platform \
+	--network NETWORK --subnetwork SUBNETWORK --labels LABELS --queued-id QUEUED_ID
+accept_flags switch --spot SPOT --preemptible PREEMPTIBLE --reserved RESERVED --queued QUEUED
+parse_flags "$@"
+[[ $SPOT == 0 || $PREEMPTIBLE == 0 ]] || die "--spot and --preemptible exclude each other"
 
 [[ $ACCELERATOR =~ ^v[0-9][a-z0-9]*-[0-9]+$ ]] ||
 	die "--accelerator-type '$ACCELERATOR': expected a type such as v5litepod-16 or v4-32"
 if [[ -z $RUNTIME ]]; then
 	RUNTIME=$(default_runtime "$ACCELERATOR")
 fi
-if [[ $QUEUED == 1 && $CAPACITY == --preemptible ]]; then
+if [[ $QUEUED == 1 && $PREEMPTIBLE == 1 ]]; then
 	die "--preemptible is not available with --queued; use --spot"
 fi
 
 extra=()
-if [[ -n $CAPACITY ]]; then
-	extra+=("$CAPACITY")
+if [[ $SPOT == 1 ]]; then
+	extra+=(--spot)
+elif [[ $PREEMPTIBLE == 1 ]]; then
+	extra+=(--preemptible)
 fi
 if [[ $RESERVED == 1 ]]; then
 	extra+=(--reserved)
 fi
-if [[ -n $SERVICE_ACCOUNT ]]; then
-	extra+=("--service-account=$SERVICE_ACCOUNT")
-fi
-extra+=("--scopes=$SCOPES")
-if [[ -n $NETWORK ]]; then
-	extra+=("--network=$NETWORK")
-fi
-if [[ -n $SUBNETWORK ]]; then
-	extra+=("--subnetwork=$SUBNETWORK")
-fi
-if [[ -n $LABELS ]]; then
-	extra+=("--labels=$LABELS")
-fi
+for word in "--service-account=$SERVICE_ACCOUNT" "--scopes=$SCOPES" "--network=$NETWORK" \
+	"--subnetwork=$SUBNETWORK" "--labels=$LABELS"; do
+	# A flag left empty stays off the command line.
+	[[ $word == *= ]] || extra+=("$word")
+done
 
 if [[ $QUEUED == 1 ]]; then
 	qr=${QUEUED_ID:-$NAME-qr}

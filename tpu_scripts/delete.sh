@@ -4,10 +4,6 @@ set -euo pipefail
 # shellcheck source=tpu_scripts/common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-QUEUED=0
-QUEUED_ID=""
-YES=0
-
 usage() {
 	cat <<EOF2
 Usage: $SCRIPT_NAME [flags]
@@ -24,32 +20,13 @@ $COMMON_HELP
 EOF2
 }
 
-normalise_args "$@"
-set -- ${NORMALISED_ARGS[@]+"${NORMALISED_ARGS[@]}"}
-while (($#)); do
-	take_common_flag usage "$@"
-	if ((SHIFT_BY)); then
-		shift "$SHIFT_BY"
-		continue
-	fi
-	case "$1" in
-	--queued)
-		QUEUED=1
-		shift
-		;;
-	--queued-id)
-		QUEUED_ID=$(flag_value "$@")
-		QUEUED=1
-		shift 2
-		;;
-	--yes)
-		YES=1
-		shift
-		;;
-	*) die "unknown flag '$1' (see --help)" ;;
-	esac
-done
-finish_common_flags
+accept_flags value --queued-id QUEUED_ID
+accept_flags switch --queued QUEUED --yes YES
+parse_flags "$@"
+# A queued resource id says that NAME came from one.
+if [[ -n $QUEUED_ID ]]; then
+	QUEUED=1
+fi
 
 flags=("${LOCATION_FLAGS[@]}")
 if [[ $YES == 1 ]]; then

@@ -4,15 +4,6 @@ set -euo pipefail
 # shellcheck source=tpu_scripts/common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-ROLE=""
-HOTKEY=""
-CONFIG=1b2
-JOB=""
-KEY_SECRET=""
-KEY_SECRET_VERSION=latest
-KEY_SECRET_PROJECT=""
-KEY_FILE=""
-KEY_ENV=GAUNTLET_HOTKEY_SECRET
 OVERRIDES=()
 ENVS=()
 
@@ -61,97 +52,40 @@ Example:
 EOF
 }
 
-add_override() {
-	[[ $1 =~ ^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+=.*$ ]] ||
-		die "override '$1' must look like section.key=value"
-	OVERRIDES+=("$1")
+# --set KEY=VALUE, and the flags that stand for one override each.
+take_override() {
+	local flag=$1 value=$2
+	case "$flag" in
+	--bucket) value=storage.bucket=$value ;;
+	--checkpoint-dir) value=storage.checkpoint_dir=$value ;;
+	--chain-url)
+		[[ $value =~ ^(wss?|sqlite)://.+ ]] ||
+			die "--chain-url '$value': expected ws://HOST:PORT or wss://HOST:PORT"
+		value=chain.url=$value
+		;;
+	--netuid)
+		[[ $value =~ ^[0-9]+$ ]] || die "--netuid '$value': expected a number"
+		value=chain.netuid=$value
+		;;
+	--shards) value=data.shards=$value ;;
+	esac
+	[[ $value =~ ^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+=.*$ ]] ||
+		die "override '$value' must look like section.key=value"
+	OVERRIDES+=("$value")
 }
 
-normalise_args "$@"
-set -- ${NORMALISED_ARGS[@]+"${NORMALISED_ARGS[@]}"}
-while (($#)); do
-	take_common_flag usage "$@"
-	if ((SHIFT_BY)); then
-		shift "$SHIFT_BY"
-		continue
-	fi
-	case "$1" in
-	--role)
-		ROLE=$(flag_value "$@")
-		shift 2
-		;;
-	--hotkey)
-		HOTKEY=$(flag_value "$@")
-		shift 2
-		;;
-	--config)
-		CONFIG=$(flag_value "$@")
-		shift 2
-		;;
-	--job)
-		JOB=$(flag_value "$@")
-		shift 2
-		;;
-	--bucket | --checkpoint-dir | --chain-url | --netuid | --shards)
-		value=$(flag_value "$@")
-		case "$1" in
-		--bucket) add_override "storage.bucket=$value" ;;
-		--checkpoint-dir) add_override "storage.checkpoint_dir=$value" ;;
-		--chain-url)
-			[[ $value =~ ^(wss?|sqlite)://.+ ]] ||
-				die "--chain-url '$value': expected ws://HOST:PORT or wss://HOST:PORT"
-			add_override "chain.url=$value"
-			;;
-		--netuid)
-			[[ $value =~ ^[0-9]+$ ]] || die "--netuid '$value': expected a number"
-			add_override "chain.netuid=$value"
-			;;
-		--shards) add_override "data.shards=$value" ;;
-		esac
-		shift 2
-		;;
-	--set)
-		add_override "$(flag_value "$@")"
-		shift 2
-		;;
-	--env)
-		pair=$(flag_value "$@")
-		[[ $pair =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] || die "--env '$pair' must look like KEY=VALUE"
-		ENVS+=("$pair")
-		shift 2
-		;;
-	--key-secret)
-		KEY_SECRET=$(flag_value "$@")
-		shift 2
-		;;
-	--key-secret-version)
-		KEY_SECRET_VERSION=$(flag_value "$@")
-		shift 2
-		;;
-	--key-secret-project)
-		KEY_SECRET_PROJECT=$(flag_value "$@")
-		shift 2
-		;;
-	--key-file)
-		KEY_FILE=$(flag_value "$@")
-		shift 2
-		;;
-	--key-env)
-		KEY_ENV=$(flag_value "$@")
-		shift 2
-		;;
-	--remote-dir)
-		REMOTE_DIR=$(flag_value "$@")
-		shift 2
-		;;
-	--internal-ip)
-		INTERNAL_IP=1
-		shift
-		;;
-	*) die "unknown flag '$1' (see --help)" ;;
-	esac
-done
-finish_common_flags
+take_env() {
+	[[ $2 =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] || die "--env '$2' must look like KEY=VALUE"
+	ENVS+=("$2")
+}
+
+accept_flags value --role ROLE --hotkey HOTKEY --config CONFIG=1b2 --job JOB \
+	--key-secret KEY_SECRET --key-secret-version KEY_SECRET_VERSION=latest \
+	--key-secret-project KEY_SECRET_PROJECT --key-file KEY_FILE --key-env KEY_ENV=GAUNTLET_HOTKEY_SECRET
+accept_flags call --bucket take_override --checkpoint-dir take_override --chain-url take_override \
+	--netuid take_override --shards take_override --set take_override --env take_env
+accept_worker_flags
+parse_flags "$@"
 
 case "$ROLE" in
 validate | mine) ;;
@@ -159,9 +93,9 @@ validate | mine) ;;
 *) die "--role '$ROLE': expected validate or mine" ;;
 esac
 [[ -n $HOTKEY ]] || die "--hotkey is required"
-[[ $HOTKEY =~ ^[A-Za-z0-9][A-Za-z0-9_.-]*$ ]] || die "--hotkey '$HOTKEY': use letters, digits, '_', '.', '-'"
+check_job_name --hotkey "$HOTKEY"
 JOB=${JOB:-$ROLE-$HOTKEY}
-[[ $JOB =~ ^[A-Za-z0-9][A-Za-z0-9_.-]*$ ]] || die "--job '$JOB': use letters, digits, '_', '.', '-'"
+check_job_name --job "$JOB"
 [[ $KEY_ENV =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || die "--key-env '$KEY_ENV' is not a variable name"
 [[ -z $KEY_SECRET || -z $KEY_FILE ]] || die "--key-secret and --key-file exclude each other"
 for pair in ${ENVS[@]+"${ENVS[@]}"}; do
@@ -204,6 +138,5 @@ for override in ${OVERRIDES[@]+"${OVERRIDES[@]}"}; do
 	start+=(--set "$override")
 done
 
-tpu_ssh all "$(quote_cmd mkdir -p "$REMOTE_DIR/files")"
-tpu_scp_files "$SCRIPTS_DIR/worker.sh" "$config_path"
-tpu_ssh all "$(worker_cmd "${start[@]}")"
+copy_to_workers "$config_path"
+worker_sh all "${start[@]}"

@@ -4,12 +4,6 @@ set -euo pipefail
 # shellcheck source=tpu_scripts/common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-JOB=""
-WORKER=0
-LINES=100
-FOLLOW=0
-STATUS=0
-
 usage() {
 	cat <<EOF2
 Usage: $SCRIPT_NAME [flags]
@@ -30,60 +24,23 @@ $COMMON_HELP
 EOF2
 }
 
-normalise_args "$@"
-set -- ${NORMALISED_ARGS[@]+"${NORMALISED_ARGS[@]}"}
-while (($#)); do
-	take_common_flag usage "$@"
-	if ((SHIFT_BY)); then
-		shift "$SHIFT_BY"
-		continue
-	fi
-	case "$1" in
-	--worker)
-		WORKER=$(flag_value "$@")
-		shift 2
-		;;
-	--job)
-		JOB=$(flag_value "$@")
-		shift 2
-		;;
-	--lines)
-		LINES=$(flag_value "$@")
-		shift 2
-		;;
-	-f | --follow)
-		FOLLOW=1
-		shift
-		;;
-	--status)
-		STATUS=1
-		shift
-		;;
-	--remote-dir)
-		REMOTE_DIR=$(flag_value "$@")
-		shift 2
-		;;
-	--internal-ip)
-		INTERNAL_IP=1
-		shift
-		;;
-	*) die "unknown flag '$1' (see --help)" ;;
-	esac
-done
-finish_common_flags
+accept_flags value --worker WORKER=0 --job JOB --lines LINES=100
+accept_flags switch -f FOLLOW --follow FOLLOW --status STATUS
+accept_worker_flags
+parse_flags "$@"
 check_worker_spec "$WORKER"
 [[ $LINES =~ ^[0-9]+$ ]] || die "--lines '$LINES': expected a number"
 
 if [[ $STATUS == 1 ]]; then
-	tpu_ssh "$WORKER" "$(worker_cmd status)"
+	worker_sh "$WORKER" status
 	exit 0
 fi
 args=(logs --lines "$LINES")
 if [[ -n $JOB ]]; then
-	[[ $JOB =~ ^[A-Za-z0-9][A-Za-z0-9_.-]*$ ]] || die "--job '$JOB': use letters, digits, '_', '.', '-'"
+	check_job_name --job "$JOB"
 	args+=(--job "$JOB")
 fi
 if [[ $FOLLOW == 1 ]]; then
 	args+=(--follow)
 fi
-tpu_ssh "$WORKER" "$(worker_cmd "${args[@]}")"
+worker_sh "$WORKER" "${args[@]}"

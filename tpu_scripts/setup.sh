@@ -4,14 +4,6 @@ set -euo pipefail
 # shellcheck source=tpu_scripts/common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-SOURCE=build
-WHEEL=""
-GIT_URL=""
-PYTHON_VERSION=3.12
-JAX_SPEC="jax[tpu]"
-FRESH=0
-CHECK=1
-
 usage() {
 	cat <<EOF
 Usage: $SCRIPT_NAME [flags]
@@ -42,58 +34,22 @@ Example:
 EOF
 }
 
-normalise_args "$@"
-set -- ${NORMALISED_ARGS[@]+"${NORMALISED_ARGS[@]}"}
-while (($#)); do
-	take_common_flag usage "$@"
-	if ((SHIFT_BY)); then
-		shift "$SHIFT_BY"
-		continue
-	fi
-	case "$1" in
-	--wheel)
-		WHEEL=$(flag_value "$@")
-		SOURCE=wheel
-		shift 2
-		;;
-	--git)
-		GIT_URL=$(flag_value "$@")
-		SOURCE=git
-		shift 2
-		;;
-	--python)
-		PYTHON_VERSION=$(flag_value "$@")
-		shift 2
-		;;
-	--jax-spec)
-		JAX_SPEC=$(flag_value "$@")
-		shift 2
-		;;
-	--fresh)
-		FRESH=1
-		shift
-		;;
-	--no-check)
-		CHECK=0
-		shift
-		;;
-	--remote-dir)
-		REMOTE_DIR=$(flag_value "$@")
-		shift 2
-		;;
-	--internal-ip)
-		INTERNAL_IP=1
-		shift
-		;;
-	*) die "unknown flag '$1' (see --help)" ;;
-	esac
-done
-finish_common_flags
+accept_flags value --wheel WHEEL --git GIT_URL --python PYTHON_VERSION=3.12 --jax-spec 'JAX_SPEC=jax[tpu]'
+accept_flags switch --fresh FRESH --no-check NO_CHECK
+accept_worker_flags
+parse_flags "$@"
 [[ -z $WHEEL || -z $GIT_URL ]] || die "--wheel and --git exclude each other"
 [[ $PYTHON_VERSION =~ ^3\.[0-9]+$ ]] || die "--python '$PYTHON_VERSION': expected e.g. 3.12"
 
-files=("$SCRIPTS_DIR/worker.sh")
-case "$SOURCE" in
+files=()
+if [[ -n $WHEEL ]]; then
+	from=wheel
+elif [[ -n $GIT_URL ]]; then
+	from=git
+else
+	from=build
+fi
+case "$from" in
 build)
 	version=$(sed -n 's/^version *= *"\([^"]*\)".*/\1/p' "$REPO_ROOT/pyproject.toml" | head -n 1)
 	[[ -n $version ]] || die "no static version in $REPO_ROOT/pyproject.toml; build one and pass --wheel"
@@ -120,10 +76,9 @@ setup_args=(setup --package "$package" --python "$PYTHON_VERSION" --jax-spec "$J
 if [[ $FRESH == 1 ]]; then
 	setup_args+=(--fresh)
 fi
-if [[ $CHECK == 0 ]]; then
+if [[ $NO_CHECK == 1 ]]; then
 	setup_args+=(--no-check)
 fi
 
-tpu_ssh all "$(quote_cmd mkdir -p "$REMOTE_DIR/files")"
-tpu_scp_files "${files[@]}"
-tpu_ssh all "$(worker_cmd "${setup_args[@]}")"
+copy_to_workers ${files[@]+"${files[@]}"}
+worker_sh all "${setup_args[@]}"

@@ -4,9 +4,6 @@ set -euo pipefail
 # shellcheck source=tpu_scripts/common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-JOB=""
-GRACE=60
-
 usage() {
 	cat <<EOF2
 Usage: $SCRIPT_NAME [flags]
@@ -24,40 +21,14 @@ $COMMON_HELP
 EOF2
 }
 
-normalise_args "$@"
-set -- ${NORMALISED_ARGS[@]+"${NORMALISED_ARGS[@]}"}
-while (($#)); do
-	take_common_flag usage "$@"
-	if ((SHIFT_BY)); then
-		shift "$SHIFT_BY"
-		continue
-	fi
-	case "$1" in
-	--job)
-		JOB=$(flag_value "$@")
-		shift 2
-		;;
-	--grace)
-		GRACE=$(flag_value "$@")
-		shift 2
-		;;
-	--remote-dir)
-		REMOTE_DIR=$(flag_value "$@")
-		shift 2
-		;;
-	--internal-ip)
-		INTERNAL_IP=1
-		shift
-		;;
-	*) die "unknown flag '$1' (see --help)" ;;
-	esac
-done
-finish_common_flags
+accept_flags value --job JOB --grace GRACE=60
+accept_worker_flags
+parse_flags "$@"
 [[ $GRACE =~ ^[0-9]+$ ]] || die "--grace '$GRACE': expected whole seconds"
 
 args=(stop --grace "$GRACE")
 if [[ -n $JOB ]]; then
-	[[ $JOB =~ ^[A-Za-z0-9][A-Za-z0-9_.-]*$ ]] || die "--job '$JOB': use letters, digits, '_', '.', '-'"
+	check_job_name --job "$JOB"
 	args+=(--job "$JOB")
 fi
-tpu_ssh all "$(worker_cmd "${args[@]}")"
+worker_sh all "${args[@]}"
