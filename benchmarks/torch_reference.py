@@ -15,7 +15,7 @@ Inputs mirror the JAX bench: K candidates with `own_batches` batches each and `r
 shared random batches of batch_size × seq_len uniform token ids (same generator and seed), and
 payloads already on the device (top-k of the chunked DCT of a Gaussian tensor per parameter).
 The timed region is one window's scoring: the random-before pass and all K candidates.
-Prints one JSON line in the bench's format; FLOPs are counted the same way (bench.py's docstring).
+Prints one JSON line in the bench's format; FLOPs are counted the same way (gauntlet_jax/bench/cli.py's docstring).
 
 Needs torch, transformers, numpy and pyyaml; run from the repository root (imports the config
 loader of gauntlet_jax, which needs no JAX).

@@ -7,7 +7,10 @@ import sys
 
 import pytest
 
-from gauntlet_jax import bench
+from gauntlet_jax.bench.cli import KINDS, main
+from gauntlet_jax.bench.inputs import plan_of
+from gauntlet_jax.bench.measure import dct_flops, forward_flops_per_token, matmul_params
+from gauntlet_jax.bench.score import score_mesh_config
 from gauntlet_jax.config import load_config
 
 # Small enough that the four compiles dominate; the CLI path is the one CI keeps alive.
@@ -73,7 +76,7 @@ def test_bench_all_prints_one_complete_json_line_per_kind() -> None:
         check=True,
     )
     records = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
-    assert [r["what"] for r in records] == list(bench.KINDS)
+    assert [r["what"] for r in records] == list(KINDS)
     by_kind = {r["what"]: r for r in records}
     for r in records:
         assert set(r) >= COMMON_FIELDS, COMMON_FIELDS - set(r)
@@ -103,17 +106,17 @@ def test_bench_all_prints_one_complete_json_line_per_kind() -> None:
 def test_flop_count_of_the_1b2_model() -> None:
     cfg = load_config("1b2")
     # 1,204,881,408 parameters, of which the 32000 × 2048 embedding table is a gather.
-    assert bench.matmul_params(cfg) == 1_204_881_408 - 32000 * 2048
+    assert matmul_params(cfg) == 1_204_881_408 - 32000 * 2048
     attention = 2 * 2048 * 8 * 256 * 16  # causal QKᵀ and AV, per token, all layers
-    assert bench.forward_flops_per_token(cfg) == 2 * (1_204_881_408 - 32000 * 2048) + attention
+    assert forward_flops_per_token(cfg) == 2 * (1_204_881_408 - 32000 * 2048) + attention
 
 
 def test_dct_flops_count_both_chunk_axes() -> None:
     cfg = load_config("1b2")
-    plan = bench.plan_of(cfg)
+    plan = plan_of(cfg)
     matrices = sum(lp.n_params for lp in plan.leaves if len(lp.chunks) == 2)
     vectors = sum(lp.n_params for lp in plan.leaves if len(lp.chunks) == 1)
-    assert bench.dct_flops(plan) == 256 * matrices + 128 * vectors
+    assert dct_flops(plan) == 256 * matrices + 128 * vectors
 
 
 @pytest.mark.parametrize(
@@ -123,13 +126,13 @@ def test_dct_flops_count_both_chunk_axes() -> None:
 def test_score_mesh_puts_candidates_on_the_peers_axis(
     devices: int, candidates: int, peers: int, data: int
 ) -> None:
-    mesh = bench.score_mesh_config(devices, candidates)
+    mesh = score_mesh_config(devices, candidates)
     assert (mesh.peers, mesh.data, mesh.fsdp, mesh.tensor) == (peers, data, 1, 1)
 
 
 @pytest.mark.parametrize("flag", ["--repeats=0", "--candidates=0", "--warmup=-1"])
 def test_cli_rejects_nonsense_sizes(flag: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        bench.main(["score", "--config", "tiny", flag])
+        main(["score", "--config", "tiny", flag])
     assert exit_info.value.code == 2
     assert "must be" in capsys.readouterr().err

@@ -12,18 +12,17 @@ import math
 
 import pytest
 
-from gauntlet_jax.config import load_config
-from gauntlet_jax.model import llama
-from gauntlet_jax.tpu_compile import (
+from gauntlet_jax.bench.tpu_compile import compile_step, forward_flops_per_sequence
+from gauntlet_jax.bench.tpu_topology import (
     CHIPS,
     GIB,
     TopologyError,
-    compile_step,
-    forward_flops_per_sequence,
     libtpu_problem,
     parse_topology,
     topology_devices,
 )
+from gauntlet_jax.config import load_config
+from gauntlet_jax.model import llama
 
 LIBTPU_PROBLEM = libtpu_problem()
 needs_libtpu = pytest.mark.skipif(LIBTPU_PROBLEM is not None, reason=str(LIBTPU_PROBLEM))
@@ -86,9 +85,9 @@ def test_1b2_scoring_step_fits_a_v5e_16_slice() -> None:
 
 
 def test_bench_compile_refuses_an_unknown_topology(capsys: pytest.CaptureFixture[str]) -> None:
-    from gauntlet_jax import bench
+    from gauntlet_jax.bench import cli
 
-    assert bench.main(["compile", "--config", "tiny", "--topology", "v9:2x2"]) == 2
+    assert cli.main(["compile", "--config", "tiny", "--topology", "v9:2x2"]) == 2
     assert "v9" in capsys.readouterr().err
 
 
@@ -96,11 +95,11 @@ def test_bench_compile_refuses_an_unknown_topology(capsys: pytest.CaptureFixture
 def test_bench_compile_prints_memory_and_flops_per_program(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from gauntlet_jax import bench
+    from gauntlet_jax.bench import cli
 
     argv = ["compile", "--config", "tiny", "--topology", "v6e:2x2", "--step", "grad"]
     argv += ["--set", "mesh.fsdp=2", "--set", "mesh.tensor=2", "--set", "mesh.data=1"]
-    assert bench.main(argv) == 0
+    assert cli.main(argv) == 0
     (line,) = capsys.readouterr().out.strip().splitlines()
     report = json.loads(line)
     assert (report["step"], report["devices"], report["device_kind"]) == ("grad", 4, "TPU v6 lite")

@@ -36,7 +36,7 @@ def add_grad(
 ) -> tuple[llama.Params, jax.Array]:
     """(acc + the gradient of one micro-batch, its loss): the miner's step, one micro-batch at a
     time so it can stop when the window's compute budget is spent. Not jitted: the miner jits
-    it, and `tpu_compile` compiles the same function for a TPU topology."""
+    it, and `bench.tpu_compile` compiles the same function for a TPU topology."""
     loss, g = loss_and_grad(params, tokens_BT, cfg)
     return jax.tree.map(jnp.add, acc, g), loss
 

@@ -10,7 +10,7 @@
 
 Every process of a multi-host job holds the same host values for payloads and scalars (the
 leader's reads reach all of them), so placing them is `jax.make_array_from_callback` over each
-process's own shards. `tpu_compile` compiles the node's programs with these same shardings, so its
+process's own shards. `bench.tpu_compile` compiles the node's programs with these same shardings, so its
 memory figures are what the node uses.
 """
 

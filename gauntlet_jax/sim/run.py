@@ -63,8 +63,9 @@ from gauntlet_jax.protocol.probes import encode_probes, gather_probes
 from gauntlet_jax.protocol.schedule import first_block_of_window
 from gauntlet_jax.sim.peers import HONEST_KINDS, Honest, UploadContext
 from gauntlet_jax.storage.local import LocalBucket
-from gauntlet_jax.validator.loop import Validator, WindowOutcome
-from gauntlet_jax.validator.rating import Rating, ordinal
+from gauntlet_jax.validator.loop import Validator
+from gauntlet_jax.validator.rating import peer_ordinal
+from gauntlet_jax.validator.window_record import WindowOutcome
 
 log = logging.getLogger(__name__)
 
@@ -470,7 +471,7 @@ class Simulation:
                 "param": p.param,
                 "weight": r.weight,
                 "final": r.final,
-                "ordinal": ordinal(Rating(r.mu, r.sigma)) if r.rated else None,  # type: ignore[arg-type]
+                "ordinal": peer_ordinal(r) if r.rated else None,
                 "mu": r.mu,
                 "sigma": r.sigma,
                 "bma": r.bma,

@@ -23,6 +23,7 @@ import numpy as np
 from openskill.models import PlackettLuce
 
 from gauntlet_jax.config import ValidatorConfig
+from gauntlet_jax.validator.state import PeerRecord
 
 ORDINAL_Z = 3.0
 
@@ -38,6 +39,13 @@ class Rating:
 def ordinal(r: Rating) -> float:
     """μ − 3σ: a conservative skill estimate that rewards being evaluated often (§5.3)."""
     return r.mu - ORDINAL_Z * r.sigma
+
+
+def peer_ordinal(record: PeerRecord) -> float:
+    """The ordinal of a peer's rating; 0 before its first rating."""
+    if not record.rated:
+        return 0.0
+    return ordinal(Rating(record.mu, record.sigma))  # type: ignore[arg-type]
 
 
 def make_model(cfg: ValidatorConfig) -> PlackettLuce:

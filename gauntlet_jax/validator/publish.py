@@ -1,0 +1,117 @@
+"""What a validator writes for the others (GAUNTLET.md §1.6, §5.5, §6): weights on the chain;
+and, as the lead validator, in its bucket: the run's start window, the next gather set and each
+window's sign aggregate (what catching-up nodes replay).
+
+A write that fails (the chain refusing, a bucket error) is logged and the window goes on: weights
+are retried the next window, a gather set or aggregate already there stays as it is.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from gauntlet_jax.compress.plan import CompressionPlan
+from gauntlet_jax.config import Config
+from gauntlet_jax.errors import ChainError, PreconditionFailed, StorageError
+from gauntlet_jax.node.startup import Node
+from gauntlet_jax.protocol import names, outer
+from gauntlet_jax.validator import overlap, weights
+from gauntlet_jax.validator.state import PeerRecord
+
+log = logging.getLogger(__name__)
+
+
+def is_lead(node: Node) -> bool:
+    return node.network.lead_validator() == node.uid
+
+
+def announce_start_window(node: Node, cfg: Config) -> None:
+    """The lead validator's once-only announcement of the run's first window (a start window
+    already announced is left as it is)."""
+    if not is_lead(node):
+        return
+    first = node.current_window() + 1 + cfg.protocol.start_delay_windows
+    body = json.dumps({"start_window": first}).encode()
+    try:
+        node.bucket.put(names.start_window_name(cfg.protocol.version), body, if_absent=True)
+        log.info("announced start window %d", first)
+    except PreconditionFailed:
+        pass
+
+
+def weights_due(window: int, last_posted: int | None, cfg: Config) -> bool:
+    """Every `windows_per_weights` windows; a post the chain refused (rate limit, a
+    dropped connection) is retried each window until it lands."""
+    vcfg = cfg.validator
+    if last_posted is None:
+        return weights.should_post_weights(window, vcfg)
+    return window - last_posted >= vcfg.windows_per_weights
+
+
+def post_weights(
+    node: Node, cfg: Config, window: int, w: dict[int, float], last_posted: int | None
+) -> bool:
+    """Posts the positive weights when due; True once the chain included them."""
+    if not weights_due(window, last_posted, cfg):
+        return False
+    uids = sorted(u for u, v in w.items() if v > 0)
+    if not uids:
+        log.info("window %d: all weights zero; nothing posted", window)
+        return False
+    try:
+        result = node.chain.set_weights(cfg.chain.netuid, uids, [w[u] for u in uids], version_key=0)
+    except ChainError as e:
+        log.warning("window %d: set_weights failed: %s", window, e)
+        return False
+    log.info(
+        "window %d: weights posted (%s) %s",
+        window,
+        result.method,
+        dict(zip(uids, result.values, strict=False)),
+    )
+    return result.included
+
+
+def publish_gather_set(
+    node: Node,
+    cfg: Config,
+    window: int,
+    w: dict[int, float],
+    active: list[int],
+    peers: dict[int, PeerRecord],
+    schedule: dict[int, tuple[int, ...]],
+) -> None:
+    """Chooses the next gather set (lead validator); it takes effect `peer_effective_lag`
+    windows after the chain's current window, so every miner sees it before it is used.
+    `schedule` gains the set once it is published."""
+    if not is_lead(node):
+        return
+    excluded = overlap.excluded_uids(peers, window)
+    chosen = weights.gather_set(w, active, cfg.protocol.gather_peers, excluded)
+    if not chosen:
+        return  # nobody active: keep the set in force rather than announce an empty one
+    effective = max(
+        weights.gather_effective_window(window, cfg),
+        node.current_window() + cfg.protocol.peer_effective_lag,
+    )
+    body = json.dumps({"peers": chosen, "chosen_at": window}).encode()
+    try:
+        node.bucket.put(names.peers_name(effective, cfg.protocol.version), body, if_absent=True)
+        schedule[effective] = tuple(chosen)
+    except (PreconditionFailed, StorageError) as e:
+        log.info("gather set for %d not published (%s)", effective, e)
+
+
+def publish_aggregate(
+    node: Node, cfg: Config, window: int, signs: Any, plan: CompressionPlan
+) -> None:
+    """The window's sign aggregate (lead validator), packed, for nodes that catch up."""
+    if not is_lead(node):
+        return
+    data = names.encode_arrays(outer.pack_signs(signs, plan))
+    try:
+        node.bucket.put(names.aggregate_name(window, cfg.protocol.version), data)
+    except StorageError as e:
+        log.warning("aggregate %d not published (%s)", window, e)

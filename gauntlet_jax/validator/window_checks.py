@@ -1,0 +1,129 @@
+"""Step 2 of a validator window: the fast checks that read the network (GAUNTLET.md §2, §2.5,
+§10.2), over the pure rules of `checks` and `overlap`.
+
+- the gather set's payloads: missing / too early / too late / invalid → slash;
+- sync probes of window w−1 (gather and active peers) against the validator's θ_w → how many
+  steps behind each peer is; gather peers beyond `sync_max_steps` are slashed;
+- index overlap between the gather set's valid payloads → the later uploader is slashed.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from gauntlet_jax.compress.codec import stack_payloads
+from gauntlet_jax.compress.plan import CompressionPlan
+from gauntlet_jax.config import Config, ValidatorConfig
+from gauntlet_jax.node.network import Fetched, Network
+from gauntlet_jax.node.replica import Replica
+from gauntlet_jax.protocol import names
+from gauntlet_jax.protocol.probes import decode_probes, max_probe_bytes
+from gauntlet_jax.validator import checks, overlap
+from gauntlet_jax.validator.window_record import WindowLedger
+
+# Fetch status → slash reason of a gather peer (GAUNTLET.md §2.5).
+_GATHER_SLASH = {
+    "missing": "missing",
+    "too_early": "early",
+    "too_late": "late",
+    "invalid": "invalid",
+}
+
+
+class FastChecks(NamedTuple):
+    fetched: dict[int, Fetched]  # the gather set's payloads
+    sync_x: dict[int, float]  # steps behind, for the peers whose probes were read
+    overlaps: dict[int, float]  # the overlap of each offender
+
+
+def fast_checks(
+    window: int,
+    gather: list[int],
+    active: list[int],
+    replica: Replica,
+    network: Network,
+    ledger: WindowLedger,
+    cfg: Config,
+) -> FastChecks:
+    """Runs the window's fast checks, recording statuses and slashes in `ledger`."""
+    vcfg = cfg.validator
+    fetched = network.fetch_payloads(gather, window, replica.plan, deadline=0.0)
+    for uid, f in fetched.items():
+        ledger.note(uid, "payload", f.status)
+        if f.status != "ok":
+            ledger.slash(uid, _GATHER_SLASH[f.status], vcfg)
+    uids = sorted(set(gather) | set(active))
+    sync_x = sync_checks(window, uids, replica, network, ledger, cfg)
+    for uid in gather:
+        if checks.is_out_of_sync(sync_x.get(uid, math.inf), vcfg):
+            ledger.slash(uid, "out_of_sync", vcfg)
+    overlaps = overlap_checks(window, gather, fetched, replica.plan, ledger, vcfg)
+    return FastChecks(fetched, sync_x, overlaps)
+
+
+def sync_checks(
+    window: int,
+    uids: list[int],
+    replica: Replica,
+    network: Network,
+    ledger: WindowLedger,
+    cfg: Config,
+) -> dict[int, float]:
+    """x = mean |θ_w − θ_peer| / α over the probes each peer published after window w−1."""
+    probe_window = window - 1
+    if probe_window < replica.start_window:
+        return dict.fromkeys(uids, 0.0)  # nothing to be out of sync with yet
+    mine = replica.probes(probe_window)
+    lr = replica.lr(probe_window)
+    out: dict[int, float] = {}
+    for uid in uids:
+        name = names.debug_name(probe_window, uid, cfg.protocol.version)
+
+        def decode(data: bytes, uid: int = uid) -> np.ndarray:
+            return decode_probes(data, uid=uid, window=probe_window, expected_len=len(mine))
+
+        f = network.fetch(
+            uid,
+            probe_window,
+            name,
+            decode,
+            max_bytes=max_probe_bytes(len(mine)),
+            deadline=0.0,
+            check_put_window=False,
+        )
+        ledger.note(uid, "probes", f.status)
+        if f.status == "ok":
+            out[uid], _ = checks.steps_behind(mine, f.value, lr)
+            in_sync = out[uid] <= cfg.validator.sync_max_steps
+            ledger.note(uid, "sync", "ok" if in_sync else "out_of_sync")
+    return out
+
+
+def overlap_checks(
+    window: int,
+    gather: list[int],
+    fetched: dict[int, Fetched],
+    plan: CompressionPlan,
+    ledger: WindowLedger,
+    vcfg: ValidatorConfig,
+) -> dict[int, float]:
+    """Slashes the later uploader of each overlapping pair; returns each offender's overlap."""
+    valid = [u for u in gather if fetched[u].status == "ok"]
+    if not vcfg.overlap_check or len(valid) < 2:
+        return {}
+    idx, _, mask = stack_payloads([fetched[u].value for u in valid], plan)
+    matrix = overlap.overlap_matrix(idx)
+    found = overlap.find_overlaps(
+        valid,
+        matrix,
+        {u: float(fetched[u].last_modified or 0.0) for u in valid},
+        vcfg.overlap_threshold,
+        valid=mask,
+    )
+    for uid, record in overlap.apply_overlap_slashes(ledger.peers, found, window, vcfg).items():
+        ledger.peers[uid] = record
+        ledger.flag(uid, "overlap")
+    return overlap.offender_overlaps(found)
