@@ -12,7 +12,7 @@ import threading
 from collections.abc import Sequence
 
 from gauntlet_jax.config import Config
-from gauntlet_jax.data.shards import TokenCorpus
+from gauntlet_jax.data.corpus import TokenCorpus
 from gauntlet_jax.miner.loop import Miner
 from gauntlet_jax.model.llama import abstract_params
 from gauntlet_jax.node.launch import run_role

@@ -146,8 +146,8 @@ def test_malformed_rotates_through_every_fault(tiny_config: Config) -> None:
 
 
 def test_lazy_trains_on_other_pages(tiny_config: Config) -> None:
+    from gauntlet_jax.data.corpus import open_corpus
     from gauntlet_jax.data.pages import batches_for
-    from gauntlet_jax.data.shards import open_corpus
 
     corpus = open_corpus(tiny_config.data, progress=False)
     lazy = sp.build_peers(sp.parse_peers("lazy"), first_uid=3)[0]

@@ -46,8 +46,8 @@ import safetensors.numpy
 from gauntlet_jax.compress.codec import decode_payload, encode_payload
 from gauntlet_jax.compress.plan import CompressionPlan
 from gauntlet_jax.config import Config
+from gauntlet_jax.data.corpus import TokenCorpus
 from gauntlet_jax.data.pages import batches_for, random_batches
-from gauntlet_jax.data.shards import TokenCorpus
 from gauntlet_jax.errors import ConfigError, InvalidPayload
 from gauntlet_jax.model import llama
 from gauntlet_jax.protocol.momentum import compress_tree

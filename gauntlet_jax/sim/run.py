@@ -49,8 +49,8 @@ from gauntlet_jax.chain.keys import dev_hotkey
 from gauntlet_jax.chain.local import LocalChain
 from gauntlet_jax.compress.codec import encode_payload, max_payload_bytes
 from gauntlet_jax.config import Config, to_dict, with_overrides
+from gauntlet_jax.data.corpus import TokenCorpus, open_corpus
 from gauntlet_jax.data.pages import heldout_batches
-from gauntlet_jax.data.shards import TokenCorpus, open_corpus
 from gauntlet_jax.localchain import create_network
 from gauntlet_jax.model import grad, llama
 from gauntlet_jax.node.metrics import METRICS_FILE, read_records

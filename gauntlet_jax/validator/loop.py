@@ -38,8 +38,8 @@ from rich.console import Console
 
 from gauntlet_jax.compress.codec import stack_payloads
 from gauntlet_jax.config import Config
+from gauntlet_jax.data.corpus import TokenCorpus
 from gauntlet_jax.data.pages import batches_for, random_batches
-from gauntlet_jax.data.shards import TokenCorpus
 from gauntlet_jax.errors import ChainError, DataError, PreconditionFailed, StorageError
 from gauntlet_jax.model.sharding import to_host
 from gauntlet_jax.node import multihost
