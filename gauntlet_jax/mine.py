@@ -18,7 +18,7 @@ from gauntlet_jax.model.llama import abstract_params
 from gauntlet_jax.node.launch import run_role
 from gauntlet_jax.node.replica import plan_for
 from gauntlet_jax.node.startup import Node
-from gauntlet_jax.sim.peers import BEHAVIOURS, noise_hook
+from gauntlet_jax.sim.forged import BEHAVIOURS, noise_hook
 
 BEHAVIOUR_FLAG = (
     "--behaviour",
