@@ -12,13 +12,13 @@ import threading
 from collections.abc import Sequence
 
 from gauntlet_jax.config import Config
-from gauntlet_jax.data.shards import TokenCorpus
+from gauntlet_jax.data.corpus import TokenCorpus
 from gauntlet_jax.miner.loop import Miner
 from gauntlet_jax.model.llama import abstract_params
 from gauntlet_jax.node.launch import run_role
 from gauntlet_jax.node.replica import plan_for
 from gauntlet_jax.node.startup import Node
-from gauntlet_jax.sim.peers import BEHAVIOURS, noise_hook
+from gauntlet_jax.sim.forged import BEHAVIOURS, noise_hook
 
 BEHAVIOUR_FLAG = (
     "--behaviour",

@@ -26,15 +26,9 @@ from pathlib import Path
 from typing import IO
 
 from gauntlet_jax.config import StorageConfig, add_config_args, config_from_args
-from gauntlet_jax.data.shards import (
-    DEFAULT_SHARD_TOKENS,
-    MANIFEST_NAME,
-    demo_documents,
-    is_bucket_url,
-    merge_blocks,
-    prepare_demo,
-    prepare_shards,
-)
+from gauntlet_jax.data.demo_corpus import demo_documents, merge_blocks, prepare_demo
+from gauntlet_jax.data.shard_format import MANIFEST_NAME
+from gauntlet_jax.data.shard_writer import DEFAULT_SHARD_TOKENS, is_bucket_url, prepare_shards
 from gauntlet_jax.data.tokenizer import load_tokenizer
 from gauntlet_jax.errors import DataError, GauntletError, ObjectNotFound, StorageError
 from gauntlet_jax.storage.base import open_bucket

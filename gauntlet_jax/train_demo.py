@@ -21,8 +21,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from gauntlet_jax.config import Config, add_config_args, config_from_args
+from gauntlet_jax.data.corpus import TokenCorpus, open_corpus
 from gauntlet_jax.data.pages import heldout_batches, random_batches
-from gauntlet_jax.data.shards import TokenCorpus, open_corpus
 from gauntlet_jax.model import grad, llama, sharding
 
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gauntlet_jax.config import Config
-from gauntlet_jax.data.shards import TokenCorpus
+from gauntlet_jax.data.corpus import TokenCorpus
 from gauntlet_jax.node.launch import run_role
 from gauntlet_jax.node.startup import Node
 from gauntlet_jax.validator.loop import Validator

@@ -37,7 +37,7 @@ def main() -> int:
 
     # Imported after the join: nothing may touch a device before it.
     from gauntlet_jax.chain import open_chain
-    from gauntlet_jax.data.shards import open_corpus
+    from gauntlet_jax.data.corpus import open_corpus
     from gauntlet_jax.miner.loop import Miner
     from gauntlet_jax.node.startup import Node, new_replica
     from gauntlet_jax.protocol.momentum import init_momentum

@@ -15,15 +15,11 @@ import pytest
 from gcs_emulator import FakeGcs, FaultProxy, tensorstore_env
 
 from gauntlet_jax.config import DataConfig, StorageConfig, load_config
-from gauntlet_jax.data.shards import (
-    CORPUS_CACHE,
-    MANIFEST_NAME,
-    TokenCorpus,
-    demo_documents,
-    fetch_corpus,
-    open_corpus,
-    prepare_shards,
-)
+from gauntlet_jax.data.corpus import TokenCorpus, open_corpus
+from gauntlet_jax.data.corpus_fetch import CORPUS_CACHE, fetch_corpus
+from gauntlet_jax.data.demo_corpus import demo_documents
+from gauntlet_jax.data.shard_format import MANIFEST_NAME
+from gauntlet_jax.data.shard_writer import prepare_shards
 from gauntlet_jax.data.tokenizer import load_tokenizer
 from gauntlet_jax.errors import DataError
 from gauntlet_jax.node.metrics import read_records

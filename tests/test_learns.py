@@ -18,8 +18,8 @@ import pytest
 
 from gauntlet_jax import train_demo
 from gauntlet_jax.config import load_config
+from gauntlet_jax.data.corpus import open_corpus
 from gauntlet_jax.data.pages import heldout_batches
-from gauntlet_jax.data.shards import open_corpus
 
 STEPS = 300
 BOUND = 6.3

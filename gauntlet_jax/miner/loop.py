@@ -28,8 +28,8 @@ import numpy as np
 
 from gauntlet_jax.compress.codec import encode_payload
 from gauntlet_jax.config import Config
+from gauntlet_jax.data.corpus import TokenCorpus
 from gauntlet_jax.data.pages import batches_for
-from gauntlet_jax.data.shards import TokenCorpus
 from gauntlet_jax.errors import PreconditionFailed, StorageError
 from gauntlet_jax.model import grad, llama
 from gauntlet_jax.model.sharding import to_host

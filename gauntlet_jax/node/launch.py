@@ -15,7 +15,7 @@ from rich.logging import RichHandler
 
 from gauntlet_jax.chain import open_chain
 from gauntlet_jax.config import Config, add_config_args, config_from_args
-from gauntlet_jax.data.shards import TokenCorpus, open_corpus
+from gauntlet_jax.data.corpus import TokenCorpus, open_corpus
 from gauntlet_jax.errors import GauntletError
 from gauntlet_jax.node.multihost import leader_opened, maybe_initialize, shared_stop
 from gauntlet_jax.node.startup import Node

@@ -26,8 +26,8 @@ import numpy as np
 
 from gauntlet_jax.compress.plan import CompressionPlan, make_plan
 from gauntlet_jax.config import Config, add_config_args, config_from_args, with_overrides
+from gauntlet_jax.data.corpus import open_corpus
 from gauntlet_jax.data.pages import batches_for, heldout_batches
-from gauntlet_jax.data.shards import open_corpus
 from gauntlet_jax.model import grad, llama
 from gauntlet_jax.protocol import outer
 from gauntlet_jax.protocol.momentum import MomentumResult, init_momentum, momentum_step

@@ -27,66 +27,29 @@ Everything else (probes, the outer step, the validator) is the real code path. T
 | sybil           | one operator's compute split over the group's uids: an honest peer's     |
 |                 | micro-batches shared out (4 over 3 uids → 2, 1, 1)                       |
 
-`noise_hook` and `BEHAVIOURS` also plug into the live miner (`mine --behaviour noise`).
+The payloads the noise and malformed peers upload are forged in `sim.forged`, which the live
+miner's `--behaviour noise` also uses.
 """
 
 from __future__ import annotations
 
-import functools
-import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import jax
 import numpy as np
-import safetensors.numpy
 
 from gauntlet_jax.compress.codec import decode_payload, encode_payload
 from gauntlet_jax.compress.plan import CompressionPlan
 from gauntlet_jax.config import Config
+from gauntlet_jax.data.corpus import TokenCorpus
 from gauntlet_jax.data.pages import batches_for, random_batches
-from gauntlet_jax.data.shards import TokenCorpus
 from gauntlet_jax.errors import ConfigError, InvalidPayload
 from gauntlet_jax.model import llama
 from gauntlet_jax.protocol.momentum import compress_tree
-
-PayloadHook = Callable[[int, bytes], bytes | None]
-
-
-@functools.partial(jax.jit, static_argnames=("plan",))
-def _noise_arrays(key: jax.Array, plan: CompressionPlan) -> tuple[Any, Any]:
-    """DCT top-k (idx, vals) of a standard Gaussian tree shaped like the model (one program)."""
-    keys = jax.random.split(key, len(plan.leaves))
-    noise = plan.unflatten(
-        [jax.random.normal(k, lp.shape) for k, lp in zip(keys, plan.leaves, strict=True)]
-    )
-    idx, vals, _ = compress_tree(noise, plan, quantize=False)
-    return idx, vals
-
-
-def noise_hook(abstract: llama.Params, plan: CompressionPlan, uid: int, seed: int) -> PayloadHook:
-    """noise: a well-formed pseudo-gradient of pure noise (random DCT top-k of a Gaussian tree).
-
-    Models a peer that does no work but passes every format check; only the loss evaluation
-    can tell it apart from an honest peer. (`abstract` is unused: the plan holds the shapes.)
-    """
-    del abstract
-
-    def hook(window: int, honest: bytes) -> bytes:
-        del honest
-        key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), uid), window)
-        idx, vals = _noise_arrays(key, plan)
-        return encode_payload(
-            uid, window, jax.tree.map(np.asarray, idx), jax.tree.map(np.asarray, vals), plan
-        )
-
-    return hook
-
-
-# Behaviours the live miner offers (`python -m gauntlet_jax.mine --behaviour`).
-BEHAVIOURS = ("honest", "noise")
+from gauntlet_jax.sim.forged import MALFORMED_FAULTS, corrupt_payload, noise_hook
 
 # Seeds of the lazy peer's "random" pages: outside the validator's range (1000 … 10⁷), so a lazy
 # peer never happens to train on the validator's random pages.
@@ -215,18 +178,6 @@ class Sybil(Honest):
         total = cfg.train.max_micro_batches
         share = total // self.group_size + (1 if self.index < total % self.group_size else 0)
         return max(1, share)
-
-
-# Faults the malformed peer rotates through, one per window.
-MALFORMED_FAULTS = (
-    "wrong_shape",
-    "index_out_of_range",
-    "nan_value",
-    "duplicate_index",
-    "wrong_uid",
-    "oversized",
-    "garbage",
-)
 
 
 class Malformed(Honest):
@@ -400,59 +351,12 @@ def build_peers(groups: Sequence[PeerGroup], first_uid: int = 1) -> list[Honest]
     return peers
 
 
-# ---------------------------------------------------------------------------------------------
-# Corruptions
-
-
-def _split_payload(data: bytes) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    n = int.from_bytes(data[:8], "little")
-    metadata = json.loads(data[8 : 8 + n]).get("__metadata__", {})
-    return dict(safetensors.numpy.load(data)), dict(metadata)
-
-
-def corrupt_payload(
-    data: bytes, fault: str, plan: CompressionPlan, cap: int, rng: np.random.Generator
-) -> bytes:
-    """An honest payload with exactly one fault (see `MALFORMED_FAULTS`)."""
-    if fault == "garbage":
-        return rng.bytes(len(data))
-    if fault == "oversized":
-        return data + b"\0" * (cap - len(data) + 1)
-    tensors, metadata = _split_payload(data)
-    lp = plan.leaves[0]
-    idx, vals = tensors[f"{lp.name}.idx"].copy(), tensors.get(f"{lp.name}.vals")
-    if fault == "wrong_shape":
-        tensors[f"{lp.name}.idx"] = np.concatenate([idx, idx[..., :1]], axis=-1)
-    elif fault == "index_out_of_range":
-        idx.reshape(-1)[0] = lp.chunk_elems
-        tensors[f"{lp.name}.idx"] = idx
-    elif fault == "duplicate_index":
-        flat = idx.reshape(-1, lp.k)
-        flat[0, 1] = flat[0, 0]
-        tensors[f"{lp.name}.idx"] = idx
-    elif fault == "nan_value":
-        if vals is None:
-            raise ValueError("nan_value needs a float payload (compress.quantize off)")
-        vals = vals.copy()
-        vals.reshape(-1)[0] = np.nan
-        tensors[f"{lp.name}.vals"] = vals
-    elif fault == "wrong_uid":
-        metadata["uid"] = str(int(metadata["uid"]) + 1)
-    else:
-        raise ValueError(f"unknown fault {fault!r}; known: {', '.join(MALFORMED_FAULTS)}")
-    return safetensors.numpy.save(tensors, metadata=metadata)
-
-
 __all__ = [
-    "BEHAVIOURS",
     "HONEST_KINDS",
     "KINDS",
-    "MALFORMED_FAULTS",
     "Honest",
     "PeerGroup",
     "UploadContext",
     "build_peers",
-    "corrupt_payload",
-    "noise_hook",
     "parse_peers",
 ]

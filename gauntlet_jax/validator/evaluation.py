@@ -20,8 +20,8 @@ import numpy as np
 
 from gauntlet_jax.compress.codec import stack_payloads
 from gauntlet_jax.config import Config, ValidatorConfig
+from gauntlet_jax.data.corpus import TokenCorpus
 from gauntlet_jax.data.pages import batches_for, random_batches
-from gauntlet_jax.data.shards import TokenCorpus
 from gauntlet_jax.errors import DataError
 from gauntlet_jax.model.sharding import to_host
 from gauntlet_jax.node.network import Fetched, Network, pad_to

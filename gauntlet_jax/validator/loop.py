@@ -37,7 +37,7 @@ import numpy as np
 from rich.console import Console
 
 from gauntlet_jax.config import Config
-from gauntlet_jax.data.shards import TokenCorpus
+from gauntlet_jax.data.corpus import TokenCorpus
 from gauntlet_jax.node import multihost
 from gauntlet_jax.node.metrics import MetricsLogger, render_window_table
 from gauntlet_jax.node.replica import Replica, node_placement
