@@ -54,7 +54,7 @@ from gauntlet_jax.node.startup import (
     restore_replica,
 )
 from gauntlet_jax.protocol import names, outer
-from gauntlet_jax.protocol.probes import decode_probes, max_probe_bytes
+from gauntlet_jax.protocol.probes import Probes, decode_probes, max_probe_bytes
 from gauntlet_jax.validator import checks, overlap, rating, weights
 from gauntlet_jax.validator.loss_delta import LossDeltas, pad_batches, score_candidates
 from gauntlet_jax.validator.state import PeerRecord, ValidatorState, load_state, save_state
@@ -269,18 +269,20 @@ class Validator:
     def _sync_checks(
         self, window: int, uids: list[int], checks_of: dict[int, dict[str, str]]
     ) -> dict[int, float]:
-        """x = mean |θ_w − θ_peer| / α over the probes each peer published after window w−1."""
+        """x per peer after window w−1: 0 where its published θ fingerprint equals ours (θ equal to
+        the bit), else mean |θ_w − θ_peer| / α over the probes it published."""
         assert self.replica is not None
         probe_window = window - 1
         if probe_window < self.replica.start_window:
             return dict.fromkeys(uids, 0.0)  # nothing to be out of sync with yet
         mine = self.replica.probes(probe_window)
+        own_fingerprint = self.replica.fingerprint()
         lr = self.replica.lr(probe_window)
         out: dict[int, float] = {}
         for uid in uids:
             name = names.debug_name(probe_window, uid, self.version)
 
-            def decode(data: bytes, uid: int = uid) -> np.ndarray:
+            def decode(data: bytes, uid: int = uid) -> Probes:
                 return decode_probes(data, uid=uid, window=probe_window, expected_len=len(mine))
 
             f = self.node.network.fetch(
@@ -294,7 +296,9 @@ class Validator:
             )
             checks_of.setdefault(uid, {})["probes"] = f.status
             if f.status == "ok":
-                out[uid], _ = checks.steps_behind(mine, f.value, lr)
+                equal = f.value.fingerprint == own_fingerprint
+                checks_of[uid]["theta"] = "equal" if equal else "differs"
+                out[uid] = 0.0 if equal else checks.steps_behind(mine, f.value.values, lr)[0]
                 checks_of[uid]["sync"] = (
                     "ok" if out[uid] <= self.vcfg.sync_max_steps else "out_of_sync"
                 )
@@ -359,6 +363,7 @@ class Validator:
             placement.place_replicated(np.float32(beta)),
             model_cfg=self.cfg.model,
             plan=self.replica.plan,
+            normalise=self.cfg.protocol.normalise,
             chunk=self.vcfg.candidate_chunk,
         )
         return LossDeltas(*to_host(tuple(deltas)))
