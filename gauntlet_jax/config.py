@@ -123,7 +123,8 @@ class CompressConfig:
 class ProtocolConfig:
     """The shared outer step, schedule and windows (GAUNTLET.md §1.2, §1.4–§1.6, §8.2)."""
 
-    version: str = "0.1.0"
+    # Namespace of every object name; 0.2.0: the exact integer outer step (docs/protocol.md).
+    version: str = "0.2.0"
     blocks_per_window: int = 7
     learning_rate: float = 4e-4
     warmup_steps: int = 250

@@ -281,8 +281,19 @@ def test_probe_object_round_trip_and_hostile_inputs():
     from gauntlet_jax.protocol.probes import decode_probes, encode_probes
 
     values = np.arange(5, dtype=np.float32)
-    data = encode_probes(3, 7, values)
-    np.testing.assert_array_equal(decode_probes(data, uid=3, window=7, expected_len=5), values)
+    data = encode_probes(3, 7, values, "0123456789abcdef")
+    got = decode_probes(data, uid=3, window=7, expected_len=5)
+    np.testing.assert_array_equal(got.values, values)
+    assert got.fingerprint == "0123456789abcdef"
+    with pytest.raises(InvalidPayload, match="bad fingerprint"):
+        encode_probes(3, 7, values, "0123456789ABCDEF")
+    forged = data.replace(b"0123456789abcdef", b"0123456789abcdeg")
+    with pytest.raises(InvalidPayload, match="peer 3: bad fingerprint"):
+        decode_probes(forged, uid=3, window=7, expected_len=5)
+    old = data.replace(b'"format":"2"', b'"format":"1"')
+    assert old != data
+    with pytest.raises(InvalidPayload, match=r"unsupported format.*v'1'.*speaks v2"):
+        decode_probes(old, uid=3, window=7, expected_len=5)
     with pytest.raises(InvalidPayload, match=r"peer 3: bad probes.*window 7"):
         decode_probes(data, uid=3, window=8, expected_len=5)
     with pytest.raises(InvalidPayload, match="peer 3: bad probes"):
@@ -290,6 +301,6 @@ def test_probe_object_round_trip_and_hostile_inputs():
     for junk in (b"", b"\x00" * 7, b"\xff" * 64, data[:-3], data + b"x" * 10_000):
         with pytest.raises(InvalidPayload):
             decode_probes(junk, uid=3, window=7, expected_len=5)
-    nan = encode_probes(3, 7, np.array([0, np.nan, 0, 0, 0], np.float32))
+    nan = encode_probes(3, 7, np.array([0, np.nan, 0, 0, 0], np.float32), "0" * 16)
     with pytest.raises(InvalidPayload, match="non-finite"):
         decode_probes(nan, uid=3, window=7, expected_len=5)

@@ -102,7 +102,8 @@ FAULTS = {
     "model signature mismatch": lambda: (_rebuild(GOOD, meta={"signature": "0" * 32}), {}),
     "chunk mismatch": lambda: (_rebuild(GOOD, meta={"chunk": "32"}), {}),
     "k mismatch": lambda: (_rebuild(GOOD, meta={"k": "064"}), {}),
-    "unsupported format": lambda: (_rebuild(GOOD, meta={"version": "2"}), {}),
+    # A v1 payload (the float outer step) is refused with the format named, not misread.
+    "unsupported format": lambda: (_rebuild(GOOD, meta={"version": "1"}), {}),
     "unknown quantisation": lambda: (_rebuild(GOOD, meta={"quant": "int4"}), {}),
     "bad metadata keys": lambda: (_rebuild(GOOD, meta={"extra": "1"}), {}),
     "wrong quantisation": lambda: (GOOD, {"require_quant": True}),

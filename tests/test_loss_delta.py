@@ -8,7 +8,8 @@ import pytest
 from gauntlet_jax.compress.plan import make_plan
 from gauntlet_jax.config import Config, with_overrides
 from gauntlet_jax.model import llama
-from gauntlet_jax.protocol.momentum import compress_tree, decompress_tree
+from gauntlet_jax.protocol.momentum import compress_tree
+from gauntlet_jax.protocol.outer import single_peer_sign
 from gauntlet_jax.validator.loss_delta import (
     mean_loss,
     pad_batches,
@@ -62,7 +63,8 @@ def test_vmapped_scores_equal_a_one_candidate_loop(setup) -> None:
     rand_before = mean_loss(params, rand, ones(2), cfg.model)
     np.testing.assert_allclose(got.random_before, rand_before, rtol=1e-6)
     for i, ((c_idx, c_vals), own_i) in enumerate(zip(payloads, own, strict=True)):
-        signs = jax.tree.map(jnp.sign, decompress_tree(c_idx, c_vals, plan))
+        # The trial sign is the outer step's over a gather set of one (exact integer path).
+        signs = single_peer_sign(c_idx, c_vals, plan)
         trial = trial_params(params, signs, beta)
         n = own_i.shape[0]
         np.testing.assert_allclose(

@@ -31,7 +31,8 @@ from gauntlet_jax.compress.topk import QUANT_BINS, Quantized
 from gauntlet_jax.errors import InvalidPayload
 
 FORMAT_NAME = "gauntlet-pseudograd"
-FORMAT_VERSION = "1"
+# 2: the exact integer outer step (docs/protocol.md §2); a v1 payload is refused, not misread.
+FORMAT_VERSION = "2"
 QUANT_NONE = "none"
 QUANT_UINT8 = "uint8-lookup256"
 
@@ -180,7 +181,9 @@ class _Reader:
             raise self.fail("bad metadata keys", ", ".join(sorted(map(str, meta)))[:200])
         if meta["format"] != FORMAT_NAME or meta["version"] != FORMAT_VERSION:
             raise self.fail(
-                "unsupported format", f"{meta['format'][:40]!r} v{meta['version'][:10]!r}"
+                "unsupported format",
+                f"{meta['format'][:40]!r} v{meta['version'][:10]!r}; this node speaks "
+                f"{FORMAT_NAME!r} v{FORMAT_VERSION!r}",
             )
         checks = (
             ("uid", expected_uid),

@@ -44,9 +44,10 @@ def topk_leaf(coeffs: jax.Array, lp: LeafPlan) -> tuple[jax.Array, jax.Array]:
     return idx.astype(lp.index_dtype), vals
 
 
-def chunk_zeros(lp: LeafPlan) -> jax.Array:
-    """The accumulator `scatter_add` adds into: (batch, grid, chunk_elems) float32 zeros."""
-    return jnp.zeros((*lp.batch_shape, *lp.grid, lp.chunk_elems), jnp.float32)
+def chunk_zeros(lp: LeafPlan, dtype: jnp.dtype = jnp.float32) -> jax.Array:
+    """The accumulator `scatter_add` adds into: (batch, grid, chunk_elems) zeros (float32 for the
+    decode's mean, int32 for the exact merge)."""
+    return jnp.zeros((*lp.batch_shape, *lp.grid, lp.chunk_elems), dtype)
 
 
 def _add_by_scatter(
@@ -80,8 +81,9 @@ def _add_by_compare(
     positions = jnp.arange(lp.chunk_elems, dtype=jnp.int32)[:, None]
     hit = idx[..., None, :] == positions  # (..., chunk_elems, k)
     values = vals[..., None, :] * weight
-    sums = sums + jnp.sum(jnp.where(hit, values, 0.0), axis=-1)
-    counts = counts + jnp.sum(jnp.where(hit, weight, 0.0), axis=-1)
+    zero = jnp.zeros((), sums.dtype)
+    sums = sums + jnp.sum(jnp.where(hit, values, zero), axis=-1)
+    counts = counts + jnp.sum(jnp.where(hit, weight, zero), axis=-1)
     return sums, counts
 
 
@@ -94,7 +96,8 @@ def scatter_add(
     weight: jax.Array | float = 1.0,
 ) -> tuple[jax.Array, jax.Array]:
     """Adds `weight·vals` into `sums` and `weight` into `counts` at each chunk's indices
-    (accumulators shaped like `chunk_zeros`).
+    (accumulators shaped like `chunk_zeros`, in their dtype: with int32 every sum is exact in any
+    order).
 
     Out-of-range indices are dropped. With distinct indices per chunk (what top-k produces and the
     codec enforces) each position gets at most one term, so the result is bit-deterministic and
@@ -107,10 +110,10 @@ def scatter_add(
     """
     args = (
         sums,
-        counts,
+        counts.astype(sums.dtype),
         idx.astype(jnp.int32),
-        vals.astype(jnp.float32),
-        jnp.asarray(weight, jnp.float32),
+        vals.astype(sums.dtype),
+        jnp.asarray(weight, sums.dtype),
     )
     return jax.lax.platform_dependent(
         *args,

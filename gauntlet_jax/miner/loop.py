@@ -178,7 +178,9 @@ class Miner:
         )
         _, mask = self.replica.apply_gathered(window, list(fetched.values()))
         maybe_checkpoint(self.cfg, self.checkpoints, self.replica, self.momentum)
-        probes = encode_probes(self.uid, window, self.replica.probes(window))
+        probes = encode_probes(
+            self.uid, window, self.replica.probes(window), self.replica.fingerprint()
+        )
         name = names.debug_name(window, self.uid, self.cfg.protocol.version)
         try:
             node.bucket.put(name, probes)

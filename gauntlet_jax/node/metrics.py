@@ -35,7 +35,8 @@ class PeerWindowRecord:
 
     window: int
     uid: int
-    # Fast checks: name → "ok" / "missing" / "too_late" / "invalid" / "out_of_sync" / ...
+    # Fast checks: name → "ok" / "missing" / "too_late" / "invalid" / "out_of_sync" / ...;
+    # "theta" → "equal" / "differs": the peer's published θ fingerprint against the validator's.
     checks: Mapping[str, str] = field(default_factory=dict)
     in_gather: bool = False
     evaluated: bool = False
@@ -239,7 +240,9 @@ def explain(records: Iterable[Mapping[str, Any]], uid: int, last: int = 10) -> s
     else:
         lines.append(f"  no slashes in the last {len(recent)} windows.")
     failed = {
-        name: status for name, status in now.get("checks", {}).items() if status not in ("ok", True)
+        name: status
+        for name, status in now.get("checks", {}).items()
+        if status not in ("ok", True, "equal")
     }
     if failed:
         lines.append(
@@ -270,6 +273,7 @@ def render_window_table(records: Iterable[Mapping[str, Any] | PeerWindowRecord])
         ("σ", "right"),
         ("ordinal", "right"),
         ("BMA", "right"),
+        ("θ", "center"),
         ("sync", "right"),
         ("slashes", "left"),
         ("final", "right"),
@@ -277,7 +281,9 @@ def render_window_table(records: Iterable[Mapping[str, Any] | PeerWindowRecord])
     ):
         table.add_column(name, justify=justify)
     for r in rows:
-        bad = [f"{k}={v}" for k, v in r.get("checks", {}).items() if v not in ("ok", True)]
+        checks = dict(r.get("checks", {}))
+        theta = {"equal": "=", "differs": "≠"}.get(checks.pop("theta", ""), "")
+        bad = [f"{k}={v}" for k, v in checks.items() if v not in ("ok", True)]
         table.add_row(
             str(r["uid"]),
             "ok" if not bad else ", ".join(bad),
@@ -290,6 +296,7 @@ def render_window_table(records: Iterable[Mapping[str, Any] | PeerWindowRecord])
             _f(r.get("sigma"), ".2f"),
             _f(r.get("ordinal"), ".2f"),
             _f(r.get("bma"), ".3f"),
+            theta,
             _f(r.get("sync_score"), ".2f"),
             ", ".join(r.get("slashes", [])),
             _f(r.get("final"), ".4g"),

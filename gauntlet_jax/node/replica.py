@@ -22,6 +22,7 @@ from gauntlet_jax.model.sharding import to_host
 from gauntlet_jax.node.network import Fetched, pad_to
 from gauntlet_jax.node.placement import Placement
 from gauntlet_jax.protocol import outer
+from gauntlet_jax.protocol.fingerprint import fingerprint
 from gauntlet_jax.protocol.probes import gather_probes, probe_indices
 from gauntlet_jax.protocol.schedule import outer_lr
 
@@ -101,3 +102,7 @@ class Replica:
     def probes(self, window: int) -> np.ndarray:
         """θ's values at `window`'s public probe positions (published after that window)."""
         return to_host(_gather_probes(self.params, self.probe_positions(window)))
+
+    def fingerprint(self) -> str:
+        """θ's exact fingerprint (`protocol.fingerprint`), the same on every node that holds it."""
+        return fingerprint(self.params)

@@ -1,18 +1,25 @@
-"""The shared outer step every node applies (GAUNTLET.md §1.6).
+"""The shared outer step every node applies (GAUNTLET.md §1.6), exact on every backend.
 
     A = IDCT( mean-scatter over valid peers p of normalise(V_p) at I_p )
     θ ← θ·(1 − α·λ) − α·sign(A)
 
-Peers arrive stacked on a leading axis with a validity mask, so shapes are static whatever the gather
-set's health. Peers are merged one after another (`lax.scan`), each peer's indices being distinct
-within a chunk, so no scatter ever races: the result is bit-identical on every run of the same
-program. `outer_step` is literally `apply_sign(aggregate_sign(...))`, the same path a node replaying
-published aggregates takes, so live and caught-up nodes agree to the bit.
+Every node must hold the same θ to the bit, on CPUs, GPUs and TPUs alike, so sign(A) is computed
+in integer arithmetic (DESIGN.md principle 1; the protocol's definition is docs/protocol.md §2):
+each peer's float32 values are read through their bits into fixed point and L2-normalised in
+integers (`compress.fixedpoint`), merged by integer scatter-adds (associative, so neither peer order
+nor scatter order matters) and averaged by rounded integer division, rescaled per chunk by a power
+of two (block floating point) and inverse-transformed with an integer DCT basis in float32
+matmuls whose every product and partial sum is an integer below 2^24 (`compress.dct`). The
+elementwise step multiplies only by ±1 and powers of two (α·λ as a short sum of them), so each
+subtraction's IEEE rounding is the same fused or not. `outer_step` is literally `apply_sign(aggregate_sign(...))`, the path a node
+replaying published aggregates takes, and the validator's trial sign is the same function over a
+gather set of one peer.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,67 +27,64 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gauntlet_jax.compress import dct, topk
+from gauntlet_jax.compress import dct, fixedpoint, topk
 from gauntlet_jax.compress.plan import CompressionPlan, LeafPlan
 from gauntlet_jax.config import Config
 from gauntlet_jax.errors import InvalidPayload
 from gauntlet_jax.model.sharding import to_host
 
-NORM_EPS = 1e-8
 NORMALISE_MODES = ("chunk", "tensor")
 
 
-def _normalise(vals_P: jax.Array, lp: LeafPlan, mode: str) -> jax.Array:
-    """Per-peer L2 normalisation: along each chunk's k values, or over each peer's whole tensor
-    (per layer slice of a stacked leaf, as the reference normalises each layer's tensor)."""
-    if mode == "chunk":
-        axes: tuple[int, ...] = (-1,)
-    elif mode == "tensor":
-        axes = tuple(range(1 + lp.n_batch, vals_P.ndim))
-    else:
-        raise ValueError(f"protocol.normalise must be one of {NORMALISE_MODES}, got {mode!r}")
-    norm = jnp.sqrt(jnp.sum(vals_P * vals_P, axis=axes, keepdims=True))
-    return vals_P / (norm + NORM_EPS)
-
-
-def _merge_leaf(
+def _exact_leaf_update(
     idx_P: jax.Array, vals_P: jax.Array, mask_P: jax.Array, lp: LeafPlan, mode: str
 ) -> jax.Array:
-    """Dense merged DCT coefficients of one leaf: scatter-mean of all valid peers' values."""
-    vals_P = _normalise(vals_P.astype(jnp.float32), lp, mode)
-    keep = mask_P.reshape(-1, *([1] * (vals_P.ndim - 1)))
-    vals_P = jnp.where(keep, vals_P, 0.0)
-    weight_P = mask_P.astype(jnp.float32)
+    """A of one leaf before the sign, in integers (float32 holding integers, parameter-shaped):
+    each valid peer's values normalised in fixed point, summed at their indices, averaged per
+    coefficient, rescaled per chunk to the transform's coefficient bits and inverse-transformed exactly."""
+    if idx_P.shape[0] > fixedpoint.MAX_PEERS:
+        raise ValueError(f"{idx_P.shape[0]} peers exceed the exact merge's {fixedpoint.MAX_PEERS}")
+    units_P = fixedpoint.normalise_fixed(vals_P, mode, lp.n_batch, lp.k, math.prod(lp.grid))
+    keep = mask_P.reshape(-1, *([1] * (units_P.ndim - 1)))
+    units_P = jnp.where(keep, units_P, 0)
+    weight_P = mask_P.astype(jnp.int32)
 
     def add_peer(carry, peer):
-        idx, vals, weight = peer
-        # vals of a masked-out peer are already 0, so weight·vals == vals bit for bit.
-        return topk.scatter_add(*carry, idx, vals, lp, weight), None
+        idx, units, weight = peer
+        return topk.scatter_add(*carry, idx, units, lp, weight), None
 
-    zeros = topk.chunk_zeros(lp)
-    (sums, counts), _ = jax.lax.scan(add_peer, (zeros, zeros), (idx_P, vals_P, weight_P))
-    return topk.mean_of(sums, counts, lp)
+    zeros = topk.chunk_zeros(lp, jnp.int32)
+    (sums, counts), _ = jax.lax.scan(add_peer, (zeros, zeros), (idx_P, units_P, weight_P))
+    means = jnp.where(counts > 0, fixedpoint.div_round(sums, jnp.maximum(counts, 1)), 0)
+    coeffs = fixedpoint.to_block_float(means, dct.coeff_bits(lp.chunks), axis=-1)
+    return dct.idct_leaf_exact(coeffs.reshape(lp.coeff_shape), lp)
 
 
 def _merged_update(
     idx: Any, vals: Any, mask: jax.Array, normalise: str, plan: CompressionPlan
 ) -> Any:
+    if normalise not in NORMALISE_MODES:
+        raise ValueError(f"protocol.normalise must be one of {NORMALISE_MODES}, got {normalise!r}")
     out = []
     for lp, i, v in zip(plan.leaves, plan.flatten(idx), plan.flatten(vals), strict=True):
-        out.append(dct.idct_leaf(_merge_leaf(i, v, mask, lp, normalise), lp))
+        out.append(_exact_leaf_update(i, v, mask, lp, normalise))
     return plan.unflatten(out)
+
+
+def _signs_of(update: Any) -> Any:
+    return jax.tree.map(lambda a: jnp.sign(a).astype(jnp.int8), update)
 
 
 @functools.partial(jax.jit, static_argnames=("normalise", "plan"))
 def _aggregate_sign(
     idx: Any, vals: Any, mask: jax.Array, *, normalise: str, plan: CompressionPlan
 ) -> Any:
-    dense = _merged_update(idx, vals, mask, normalise, plan)
-    return jax.tree.map(lambda a: jnp.sign(a).astype(jnp.int8), dense)
+    return _signs_of(_merged_update(idx, vals, mask, normalise, plan))
 
 
 def aggregate_sign(idx: Any, vals: Any, mask: Any, cfg: Config, plan: CompressionPlan) -> Any:
-    """sign(A) per parameter (int8 in {-1, 0, 1}) from payloads stacked on a leading peer axis.
+    """sign(A) per parameter (int8 in {-1, 0, 1}) from payloads stacked on a leading peer axis;
+    a function of the payloads' bits alone, the same on every backend and device layout.
 
     idx/vals: trees of [P, *payload_shape]; mask: bool [P] (False = absent or invalid peer).
     """
@@ -93,31 +97,60 @@ _merged_update_jit = jax.jit(_merged_update, static_argnames=("normalise", "plan
 
 
 def merged_update(idx: Any, vals: Any, mask: Any, cfg: Config, plan: CompressionPlan) -> Any:
-    """A itself (float32, parameter-shaped) before the sign: for diagnostics and tests."""
+    """A itself before the sign (float32 holding integers, each chunk on its own power-of-two
+    scale): for diagnostics and tests."""
     return _merged_update_jit(
         idx, vals, jnp.asarray(mask, bool), normalise=cfg.protocol.normalise, plan=plan
     )
 
 
-@functools.partial(jax.jit, static_argnames=("weight_decay",))
-def _apply_sign(params: Any, signs: Any, lr: jax.Array, *, weight_decay: float) -> Any:
+# α·λ as a sum of this many signed powers of two (relative error below 2 %, tests/test_outer.py).
+DECAY_TERMS = 4
+# |θ| below this is zero before the step: θ·2^e of any decay term then stays a normal float.
+_FLUSH_BELOW = 2.0**-100
+
+
+def decay_terms(lr: float, weight_decay: float) -> np.ndarray:
+    """α·λ ≈ Σ_j ±2^e_j (DECAY_TERMS terms, greedy to the nearest power of two, computed on the
+    host in float64): θ·2^e is exact, so θ·(1 − α·λ) = θ − Σ θ·2^e_j rounds at each subtraction
+    and nowhere else, fused into multiply-adds or not."""
+    terms = np.zeros(DECAY_TERMS, np.float32)
+    rest = float(lr) * float(weight_decay)
+    for j in range(DECAY_TERMS):
+        if rest == 0.0 or not math.isfinite(rest):
+            break
+        terms[j] = math.copysign(2.0 ** round(math.log2(abs(rest))), rest)
+        rest -= float(terms[j])
+    return terms
+
+
+@functools.partial(jax.jit, static_argnames=("decay",))
+def _apply_sign(params: Any, signs: Any, lr: jax.Array, terms: jax.Array, *, decay: bool) -> Any:
     def step(p: jax.Array, s: jax.Array) -> jax.Array:
-        s = s.astype(p.dtype)
-        if weight_decay:
-            return p * (1.0 - lr * weight_decay) - lr * s
-        return p - lr * s
+        new = p
+        if decay:
+            p = jnp.where(jnp.abs(p) < _FLUSH_BELOW, jnp.zeros_like(p), p)
+            new = p
+            for j in range(DECAY_TERMS):
+                new = new - p * terms[j]
+        # α·s is exact (s ∈ {−1, 0, 1}): one rounding, the same fused or not.
+        return new - lr * s.astype(p.dtype)
 
     return jax.tree.map(step, params, signs)
 
 
 def apply_sign(params: Any, signs: Any, lr: float | jax.Array, cfg: Config) -> Any:
-    """θ ← θ·(1 − α·λ) − α·sign: the step itself, shared by the live path and catch-up replay."""
-    return _apply_sign(
-        params,
-        signs,
-        jnp.asarray(lr, jnp.float32),
-        weight_decay=float(cfg.protocol.weight_decay),
-    )
+    """θ ← θ·(1 − α·λ) − α·sign: the step itself, shared by the live path and catch-up replay.
+    Every multiplication in it is exact (by ±1 or a power of two), so each subtraction's one
+    IEEE rounding is the whole story on every backend."""
+    weight_decay = float(cfg.protocol.weight_decay)
+    if isinstance(lr, jax.core.Tracer):
+        # Only ahead-of-time compiles trace α (bench/tpu_compile); nodes pass the host value.
+        terms = jnp.zeros(DECAY_TERMS, jnp.float32).at[0].set(lr * weight_decay)
+        lr32 = lr.astype(jnp.float32)
+    else:
+        terms, lr32 = jnp.asarray(decay_terms(lr, weight_decay)), jnp.asarray(np.float32(lr))
+    return _apply_sign(params, signs, lr32, terms, decay=bool(weight_decay))
 
 
 def outer_step(
@@ -133,16 +166,14 @@ def outer_step(
     return apply_sign(params, aggregate_sign(idx, vals, mask, cfg, plan), lr, cfg)
 
 
-@functools.partial(jax.jit, static_argnames=("plan",))
-def single_peer_sign(idx: Any, vals: Any, plan: CompressionPlan) -> Any:
-    """sign(IDCT(scatter(idx, vals))) of one peer (int8), for the validator's trial step
-    θ' = θ − β·sign(...). Normalisation is omitted: a positive per-chunk or per-tensor scale
-    cannot change the signs of a block-wise IDCT. vmap it over a candidate axis."""
-    out = [
-        jnp.sign(dct.idct_leaf(topk.scatter_leaf(i, v, lp), lp)).astype(jnp.int8)
-        for lp, i, v in zip(plan.leaves, plan.flatten(idx), plan.flatten(vals), strict=True)
-    ]
-    return plan.unflatten(out)
+@functools.partial(jax.jit, static_argnames=("plan", "normalise"))
+def single_peer_sign(idx: Any, vals: Any, plan: CompressionPlan, normalise: str = "chunk") -> Any:
+    """sign(A) of one peer alone (int8): the outer step's own function over a gather set of one,
+    for the validator's trial step θ' = θ − β·sign(...). vmap it over a candidate axis."""
+    one = jnp.ones((1,), bool)
+    stacked_idx = jax.tree.map(lambda x: x[None], idx)
+    stacked_vals = jax.tree.map(lambda x: x[None], vals)
+    return _signs_of(_merged_update(stacked_idx, stacked_vals, one, normalise, plan))
 
 
 # Aggregate publication: 1 bit per weight (bit 1 ↔ +1, as the reference's aggregator), plus a

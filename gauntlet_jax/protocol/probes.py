@@ -3,14 +3,16 @@
 Instead of the reference's two fixed positions per tensor, positions are drawn per window from a
 public seed, so a peer cannot keep only known positions in sync. Every node publishes its values
 there after the window's update (the debug object); the validator compares them with its own.
-Shared by miners (who publish) and validators (who check), hence here and not in a role.
+With the values comes θ's fingerprint (`protocol.fingerprint`): equal fingerprints settle the
+check without arithmetic. Shared by miners (who publish) and validators (who check), hence here
+and not in a role.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -20,8 +22,10 @@ from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
 from gauntlet_jax.errors import InvalidPayload
+from gauntlet_jax.protocol.fingerprint import parse_fingerprint
 
-PROBE_FORMAT_VERSION = "1"
+# 2: θ's fingerprint in the header (the exact outer step of protocol version 2).
+PROBE_FORMAT_VERSION = "2"
 # A probe object holds n float32 values plus a small header; anything far bigger is hostile.
 _MAX_HEADER_BYTES = 4096
 
@@ -114,14 +118,28 @@ def max_probe_bytes(n_values: int) -> int:
     return 8 + _MAX_HEADER_BYTES + 4 * n_values
 
 
-def encode_probes(uid: int, window: int, values: np.ndarray) -> bytes:
-    """The debug object: probe values as a safetensors file with (uid, window) in its header."""
-    meta = {"format": PROBE_FORMAT_VERSION, "uid": str(uid), "window": str(window)}
+class Probes(NamedTuple):
+    """A peer's published state after a window: θ at the probe positions and θ's fingerprint."""
+
+    values: np.ndarray
+    fingerprint: str
+
+
+def encode_probes(uid: int, window: int, values: np.ndarray, fingerprint: str) -> bytes:
+    """The debug object: probe values as a safetensors file with (uid, window, fingerprint) in
+    its header."""
+    meta = {
+        "format": PROBE_FORMAT_VERSION,
+        "uid": str(uid),
+        "window": str(window),
+        "fingerprint": parse_fingerprint(fingerprint, uid),
+    }
     return st_save({"values": np.asarray(values, np.float32)}, metadata=meta)
 
 
-def decode_probes(data: bytes, *, uid: int, window: int, expected_len: int) -> np.ndarray:
-    """Parses and checks a peer's debug object; every fault raises InvalidPayload."""
+def decode_probes(data: bytes, *, uid: int, window: int, expected_len: int) -> Probes:
+    """Parses and checks a peer's debug object; every fault raises InvalidPayload (an object of
+    another format version too: its values were computed by another outer step)."""
     if len(data) > max_probe_bytes(expected_len):
         raise InvalidPayload(
             uid, "bad probes", f"{len(data)} bytes, limit {max_probe_bytes(expected_len)}"
@@ -135,11 +153,18 @@ def decode_probes(data: bytes, *, uid: int, window: int, expected_len: int) -> n
     if set(tensors) != {"values"}:
         raise InvalidPayload(uid, "bad probes", f"tensors {sorted(tensors)}, expected ['values']")
     meta = _metadata(data, uid)
+    if meta.get("format") != PROBE_FORMAT_VERSION:
+        raise InvalidPayload(
+            uid,
+            "unsupported format",
+            f"probes v{str(meta.get('format'))[:10]!r}, this node speaks v{PROBE_FORMAT_VERSION}",
+        )
     if meta.get("uid") != str(uid) or meta.get("window") != str(window):
         raise InvalidPayload(
             uid, "bad probes", f"header names uid {meta.get('uid')} window {meta.get('window')}"
         )
-    return validate_probe_values(tensors["values"], expected_len, uid)
+    values = validate_probe_values(tensors["values"], expected_len, uid)
+    return Probes(values, parse_fingerprint(meta.get("fingerprint"), uid))
 
 
 def _metadata(data: bytes, uid: int) -> dict[str, str]:

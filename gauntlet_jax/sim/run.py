@@ -39,6 +39,7 @@ from gauntlet_jax.model import llama
 from gauntlet_jax.node.metrics import METRICS_FILE, read_records
 from gauntlet_jax.node.startup import GATHER_GRACE_S, new_replica
 from gauntlet_jax.protocol import names
+from gauntlet_jax.protocol.fingerprint import fingerprint
 from gauntlet_jax.protocol.honest import mean_loss
 from gauntlet_jax.protocol.probes import encode_probes, gather_probes
 from gauntlet_jax.sim.baselines import run_baselines
@@ -185,15 +186,18 @@ class Simulation:
         for old in [w for w in self.history if w < window + 1 - self.max_lag]:
             del self.history[old]
         positions = self.shared.probe_positions(window)
-        probes = {
-            lag: np.asarray(gather_probes(self.theta_at(window + 1 - lag), positions))
+        states = {
+            lag: (
+                np.asarray(gather_probes(self.theta_at(window + 1 - lag), positions)),
+                fingerprint(self.theta_at(window + 1 - lag)),
+            )
             for lag in {p.lag for p in self.peers}
         }
         keep = self.cfg.protocol.retention_windows
         for p in self.peers:
             bucket = self.net.nodes[p.uid].bucket
             name = names.debug_name(window, p.uid, self.version)
-            bucket.put(name, encode_probes(p.uid, window, probes[p.lag]))
+            bucket.put(name, encode_probes(p.uid, window, *states[p.lag]))
             names.cleanup_own_objects(bucket, p.uid, window, keep, self.version)
 
     def evaluate_heldout(self, window: int) -> None:

@@ -92,6 +92,7 @@ def score_payloads(
         model_cfg=cfg.model,
         plan=replica.plan,
         chunk=vcfg.candidate_chunk,
+        normalise=cfg.protocol.normalise,
     )
     return LossDeltas(*to_host(tuple(deltas)))
 

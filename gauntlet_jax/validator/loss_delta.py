@@ -86,7 +86,7 @@ def _pad_leading(tree: Any, to: int) -> Any:
     return jax.tree.map(pad, tree)
 
 
-@functools.partial(jax.jit, static_argnames=("model_cfg", "plan", "chunk"))
+@functools.partial(jax.jit, static_argnames=("model_cfg", "plan", "chunk", "normalise"))
 def score_candidates(
     params: llama.Params,
     idx: Any,
@@ -100,11 +100,13 @@ def score_candidates(
     model_cfg: ModelConfig,
     plan: CompressionPlan,
     chunk: int,
+    normalise: str = "chunk",
 ) -> LossDeltas:
     """Loss before/after the trial step for K candidates at once.
 
     `idx`/`vals` are the candidates' decoded payloads stacked on a leading K axis (as
     `compress.codec.stack_payloads` builds them); `own_KNBT` holds each candidate's own batches.
+    `normalise` is `protocol.normalise`: the trial sign is the outer step's over one peer.
     """
     k = own_KNBT.shape[0]
     chunk = max(1, min(chunk, k))
@@ -113,7 +115,7 @@ def score_candidates(
     random_before = mean_loss(current, random_NBT, random_weights_N, model_cfg)
 
     def one(c_idx: Any, c_vals: Any, own_NBT: jax.Array, own_w_N: jax.Array) -> Any:
-        trial = trial_params(params, single_peer_sign(c_idx, c_vals, plan), beta)
+        trial = trial_params(params, single_peer_sign(c_idx, c_vals, plan, normalise), beta)
         trial = for_compute(trial, model_cfg)
         return (
             mean_loss(current, own_NBT, own_w_N, model_cfg),

@@ -12,15 +12,13 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-import numpy as np
-
 from gauntlet_jax.compress.codec import stack_payloads
 from gauntlet_jax.compress.plan import CompressionPlan
 from gauntlet_jax.config import Config, ValidatorConfig
 from gauntlet_jax.node.network import Fetched, Network
 from gauntlet_jax.node.replica import Replica
 from gauntlet_jax.protocol import names
-from gauntlet_jax.protocol.probes import decode_probes, max_probe_bytes
+from gauntlet_jax.protocol.probes import Probes, decode_probes, max_probe_bytes
 from gauntlet_jax.validator import checks, overlap
 from gauntlet_jax.validator.window_record import WindowLedger
 
@@ -72,17 +70,19 @@ def sync_checks(
     ledger: WindowLedger,
     cfg: Config,
 ) -> dict[int, float]:
-    """x = mean |θ_w − θ_peer| / α over the probes each peer published after window w−1."""
+    """x per peer after window w−1: 0 where its published θ fingerprint equals ours (θ equal to
+    the bit, noted as check "theta"), else mean |θ_w − θ_peer| / α over its probes."""
     probe_window = window - 1
     if probe_window < replica.start_window:
         return dict.fromkeys(uids, 0.0)  # nothing to be out of sync with yet
     mine = replica.probes(probe_window)
+    own_fingerprint = replica.fingerprint()
     lr = replica.lr(probe_window)
     out: dict[int, float] = {}
     for uid in uids:
         name = names.debug_name(probe_window, uid, cfg.protocol.version)
 
-        def decode(data: bytes, uid: int = uid) -> np.ndarray:
+        def decode(data: bytes, uid: int = uid) -> Probes:
             return decode_probes(data, uid=uid, window=probe_window, expected_len=len(mine))
 
         f = network.fetch(
@@ -96,7 +96,9 @@ def sync_checks(
         )
         ledger.note(uid, "probes", f.status)
         if f.status == "ok":
-            out[uid], _ = checks.steps_behind(mine, f.value, lr)
+            equal = f.value.fingerprint == own_fingerprint
+            ledger.note(uid, "theta", "equal" if equal else "differs")
+            out[uid] = 0.0 if equal else checks.steps_behind(mine, f.value.values, lr)[0]
             in_sync = out[uid] <= cfg.validator.sync_max_steps
             ledger.note(uid, "sync", "ok" if in_sync else "out_of_sync")
     return out
