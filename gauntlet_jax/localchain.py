@@ -17,10 +17,11 @@ import json
 import sys
 from pathlib import Path
 
-from gauntlet_jax.chain.base import ChainError
 from gauntlet_jax.chain.keys import dev_hotkey, dev_uri
-from gauntlet_jax.chain.local import LocalChain, path_from_sqlite_url
+from gauntlet_jax.chain.local import LocalChain
+from gauntlet_jax.chain.local_store import path_from_sqlite_url
 from gauntlet_jax.config import Config, add_config_args, config_from_args
+from gauntlet_jax.errors import ChainError
 
 
 def _chain_path(cfg: Config) -> Path:

@@ -21,7 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gauntlet_jax.chain.keys import dev_uri
-from gauntlet_jax.chain.local import LocalChain, path_from_sqlite_url
+from gauntlet_jax.chain.local import LocalChain
+from gauntlet_jax.chain.local_store import path_from_sqlite_url
 from gauntlet_jax.config import Config, add_config_args, config_from_args
 from gauntlet_jax.data.corpus import open_corpus
 from gauntlet_jax.localchain import create_network

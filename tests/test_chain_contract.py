@@ -22,6 +22,7 @@ import pytest
 from chain_node import ChopsticksNode
 
 from gauntlet_jax.chain import Chain, base
+from gauntlet_jax.chain import errors as chain_errors
 from gauntlet_jax.chain import weights as wm
 from gauntlet_jax.chain.keys import dev_hotkey
 from gauntlet_jax.chain.local import LocalChain
@@ -233,7 +234,7 @@ def test_metagraph_has_the_registered_neurons(net):
     if net.controls_permits:
         assert graph.validator_permit.tolist() == [True, False, False]
     assert graph.block == net.validator.current_block()
-    with pytest.raises(base.SubnetNotExists):
+    with pytest.raises(chain_errors.SubnetNotExists):
         net.validator.metagraph(net.netuid + 40)
 
 
@@ -256,9 +257,9 @@ def test_set_weights_round_trip_and_rate_limit(net):
     assert result.included and result.method == "set_weights"
     assert v.get_weights(net.netuid, 0) == {0: 6554, 1: 65535, 2: 32768}
     assert v.metagraph(net.netuid).last_update[0] == result.block
-    with pytest.raises(base.SettingWeightsTooFast):  # checked before sending on subtensor
+    with pytest.raises(chain_errors.SettingWeightsTooFast):  # checked before sending on subtensor
         v.set_weights(net.netuid, [1], [1.0], 0)
-    with pytest.raises(base.SettingWeightsTooFast) as info:  # the chain's own check
+    with pytest.raises(chain_errors.SettingWeightsTooFast) as info:  # the chain's own check
         net.unchecked(v, [1], [1.0], 0)
     assert info.value.name == "SettingWeightsTooFast"
     net.advance(RATE_LIMIT)
@@ -280,20 +281,20 @@ def test_chain_max_upscale_matches_our_fixed_point_emulation(net):
 
 def test_checks_that_come_back_typed(net):
     v, miner = net.validator, net.miner
-    with pytest.raises(base.NotRegistered):
+    with pytest.raises(chain_errors.NotRegistered):
         net.unchecked(net.outsider, [0], [1.0], 0)
     if net.controls_permits:
-        with pytest.raises(base.NeuronNoValidatorPermit):
+        with pytest.raises(chain_errors.NeuronNoValidatorPermit):
             net.unchecked(miner, [0, 2], [1.0, 1.0], 0)
     assert net.unchecked(miner, [1], [1.0], 0).included  # a self-weight needs no permit
-    with pytest.raises(base.DuplicateUids):
+    with pytest.raises(chain_errors.DuplicateUids):
         net.set_u16(v, [1, 1], [5, 5], 0)
-    with pytest.raises(base.UidVecContainInvalidOne):
+    with pytest.raises(chain_errors.UidVecContainInvalidOne):
         net.set_u16(v, [1, 77], [5, 5], 0)
-    with pytest.raises(base.WeightVecNotEqualSize):
+    with pytest.raises(chain_errors.WeightVecNotEqualSize):
         net.set_u16(v, [1, 2], [5], 0)
     net.set_params(version_key=9)
-    with pytest.raises(base.IncorrectWeightVersionKey):
+    with pytest.raises(chain_errors.IncorrectWeightVersionKey):
         v.set_weights(net.netuid, [1], [1.0], 8)
     assert v.set_weights(net.netuid, [1], [1.0], 9).included
 
@@ -305,7 +306,7 @@ def test_commitment_round_trip(net):
     assert net.validator.get_commitment(net.netuid, 1) == data
     assert net.validator.get_commitment(net.netuid, MINER.ss58_address) == data
     assert net.validator.get_commitments(net.netuid)[1] == data
-    with pytest.raises(base.ChainDataError):
+    with pytest.raises(chain_errors.ChainDataError):
         net.miner.commit(net.netuid, "bad\ncommitment")
 
 
@@ -315,7 +316,7 @@ def test_hash_commit_reveal_round_trip(net):
     net.set_params(commit_reveal=True, tempo=3)
     committed = v.set_weights(net.netuid, [1, 2], [0.25, 1.0], 0)
     assert committed.method == "commit_weights" and committed.included
-    with pytest.raises(base.CommitRevealEnabled):
+    with pytest.raises(chain_errors.CommitRevealEnabled):
         net.set_u16(v, [1], [1], 0)
     revealed: list[base.WeightsResult] = []
     for _ in range(12):

@@ -8,7 +8,7 @@ import pickle
 import pytest
 from substrateinterface import Keypair
 
-from gauntlet_jax.chain.base import HotkeyError
+from gauntlet_jax.chain.errors import HotkeyError
 from gauntlet_jax.chain.keys import (
     address_of,
     dev_uri,

@@ -10,9 +10,11 @@ import sqlite3
 import pytest
 
 from gauntlet_jax import localchain
-from gauntlet_jax.chain import Chain, base, open_chain
+from gauntlet_jax.chain import Chain, open_chain
+from gauntlet_jax.chain import errors as chain_errors
 from gauntlet_jax.chain.keys import dev_hotkey
-from gauntlet_jax.chain.local import LocalChain, path_from_sqlite_url
+from gauntlet_jax.chain.local import LocalChain
+from gauntlet_jax.chain.local_store import path_from_sqlite_url
 from gauntlet_jax.config import ChainConfig
 from gauntlet_jax.errors import ChainError
 
@@ -87,7 +89,7 @@ def test_metagraph(db):
     assert graph.block == 100
     with pytest.raises(ValueError):
         graph.stake[0] = 0.0  # read-only arrays
-    with pytest.raises(base.SubnetNotExists):
+    with pytest.raises(chain_errors.SubnetNotExists):
         handle(db).metagraph(99)
 
 
@@ -99,7 +101,7 @@ def test_set_weights_round_trip_and_rate_limit(db):
     assert chain.get_weights(NETUID, 0) == {1: 16384, 2: 65535}
     assert chain.metagraph(NETUID).last_update[0] == 100
     chain.advance(9)
-    with pytest.raises(base.SettingWeightsTooFast, match="1 to go"):
+    with pytest.raises(chain_errors.SettingWeightsTooFast, match="1 to go"):
         chain.set_weights(NETUID, [1], [1.0], 0)
     chain.advance(1)  # block − LastUpdate = 10 ≥ WeightsSetRateLimit
     assert chain.set_weights(NETUID, [3], [1.0], 0).block == 110
@@ -118,54 +120,60 @@ def test_checks_run_in_subtensor_order(db):
     """Each call breaks two checks; the one subtensor's do_set_weights makes first must win."""
     admin, validator, miner = handle(db, None), handle(db), handle(db, MINER1)
     u16 = validator.set_weights_u16
-    expect(base.WeightVecNotEqualSize, u16, 99, [0, 1], [1], 0)  # before SubnetNotExists
-    expect(base.SubnetNotExists, u16, 99, [0], [1], 0)
+    expect(chain_errors.WeightVecNotEqualSize, u16, 99, [0, 1], [1], 0)  # before SubnetNotExists
+    expect(chain_errors.SubnetNotExists, u16, 99, [0], [1], 0)
     outsider = handle(db, OUTSIDER)
     expect(
-        base.UidsLengthExceedUidsInSubNet,
+        chain_errors.UidsLengthExceedUidsInSubNet,
         outsider.set_weights_u16,
         NETUID,
         list(range(5)),
         [1] * 5,
         0,
     )
-    expect(base.HotKeyNotRegisteredInSubNet, outsider.set_weights_u16, NETUID, [0], [1], 0)
+    expect(chain_errors.HotKeyNotRegisteredInSubNet, outsider.set_weights_u16, NETUID, [0], [1], 0)
     admin.set_param(NETUID, "weights_min_stake", 10.0)
-    expect(base.NotEnoughStakeToSetWeights, miner.set_weights_u16, NETUID, [1], [1], 0)
+    expect(chain_errors.NotEnoughStakeToSetWeights, miner.set_weights_u16, NETUID, [1], [1], 0)
     admin.set_param(NETUID, "weights_min_stake", 0.0)
     admin.set_param(NETUID, "version_key", 5)
     validator.set_weights_u16(NETUID, [1], [1], 5)  # sets LastUpdate: now rate limited too
-    expect(base.IncorrectWeightVersionKey, u16, NETUID, [1], [1], 4)  # before the rate limit
+    expect(
+        chain_errors.IncorrectWeightVersionKey, u16, NETUID, [1], [1], 4
+    )  # before the rate limit
     admin.set_validator_permit(NETUID, 0, False)
-    expect(base.SettingWeightsTooFast, u16, NETUID, [1], [1], 5)  # before the permit
+    expect(chain_errors.SettingWeightsTooFast, u16, NETUID, [1], [1], 5)  # before the permit
     admin.advance(10)
-    expect(base.NeuronNoValidatorPermit, u16, NETUID, [1, 1], [1, 1], 5)  # before duplicates
+    expect(
+        chain_errors.NeuronNoValidatorPermit, u16, NETUID, [1, 1], [1, 1], 5
+    )  # before duplicates
     miner.set_weights_u16(NETUID, [1], [7], 5)  # a self-weight needs no permit
     assert miner.get_weights(NETUID, 1) == {1: 65535}
     admin.set_validator_permit(NETUID, 0, True)
-    expect(base.DuplicateUids, u16, NETUID, [1, 1, 77], [1, 1, 1], 5)  # before invalid uids
+    expect(chain_errors.DuplicateUids, u16, NETUID, [1, 1, 77], [1, 1, 1], 5)  # before invalid uids
     admin.set_param(NETUID, "min_allowed_weights", 3)
-    expect(base.UidVecContainInvalidOne, u16, NETUID, [77], [1], 5)  # before the length check
-    expect(base.WeightVecLengthIsLow, u16, NETUID, [1, 2], [1, 1], 5)
+    expect(
+        chain_errors.UidVecContainInvalidOne, u16, NETUID, [77], [1], 5
+    )  # before the length check
+    expect(chain_errors.WeightVecLengthIsLow, u16, NETUID, [1, 2], [1, 1], 5)
     admin.set_param(NETUID, "min_allowed_weights", 0)
     admin.set_param(NETUID, "max_weight_limit", 40000)
-    expect(base.MaxWeightExceeded, u16, NETUID, [1, 2], [65535, 1], 5)
+    expect(chain_errors.MaxWeightExceeded, u16, NETUID, [1, 2], [65535, 1], 5)
     validator.set_weights_u16(NETUID, [1, 2], [65535, 65535], 5)  # each is half: within limit
     admin.create_subnet(0)
-    expect(base.CanNotSetRootNetworkWeights, u16, 0, [0, 1], [1], 5)  # the very first check
+    expect(chain_errors.CanNotSetRootNetworkWeights, u16, 0, [0, 1], [1], 5)  # the very first check
 
 
 def test_commit_reveal_flow(db):
     admin, chain = handle(db, None), handle(db)
     admin.set_param(NETUID, "commit_reveal", True)
-    expect(base.CommitRevealEnabled, chain.set_weights_u16, NETUID, [1], [1], 0)
+    expect(chain_errors.CommitRevealEnabled, chain.set_weights_u16, NETUID, [1], [1], 0)
     result = chain.set_weights(NETUID, [1, 2], [1.0, 0.5], 0)
     assert result.method == "commit_weights" and result.commit_hash.startswith("0x")
     assert chain.get_weights(NETUID, 0) == {}
     assert chain.reveal_pending(NETUID) == []  # block 100: epoch 10; reveal in epoch 11
     pending = chain.pending_reveals[0]
     expect(
-        base.RevealTooEarly,
+        chain_errors.RevealTooEarly,
         chain.reveal_weights,
         NETUID,
         list(pending.uids),
@@ -175,7 +183,7 @@ def test_commit_reveal_flow(db):
     )
     wrong_salt = [s ^ 1 for s in pending.salt]
     expect(
-        base.InvalidRevealCommitHashNotMatch,
+        chain_errors.InvalidRevealCommitHashNotMatch,
         chain.reveal_weights,
         NETUID,
         list(pending.uids),
@@ -183,7 +191,7 @@ def test_commit_reveal_flow(db):
         wrong_salt,
         0,
     )
-    with pytest.raises(base.CommittingWeightsTooFast):
+    with pytest.raises(chain_errors.CommittingWeightsTooFast):
         chain.set_weights(NETUID, [1], [1.0], 0)
     chain.advance(8)  # block 108 = first block of epoch 11 for netuid 2, tempo 9
     (revealed,) = chain.reveal_pending(NETUID)
@@ -198,7 +206,7 @@ def test_commit_reveal_flow(db):
     (dropped,) = chain.reveal_pending(NETUID)
     assert not dropped.included and "passed" in dropped.message
     expect(
-        base.ExpiredWeightCommit,
+        chain_errors.ExpiredWeightCommit,
         chain.reveal_weights,
         NETUID,
         list(late.uids),
@@ -207,7 +215,7 @@ def test_commit_reveal_flow(db):
         0,
     )
     admin.set_param(NETUID, "commit_reveal", False)
-    expect(base.CommitRevealDisabled, chain.commit_weights, NETUID, "0x" + "00" * 32)
+    expect(chain_errors.CommitRevealDisabled, chain.commit_weights, NETUID, "0x" + "00" * 32)
 
 
 def test_commitments_round_trip_and_hostile_rows(db):
@@ -218,9 +226,9 @@ def test_commitments_round_trip_and_hostile_rows(db):
     assert miner.get_commitment(NETUID, MINER1) == "gs://bucket-1/prefix key=ABC"
     assert miner.get_commitment(NETUID, 2) is None
     for bad in ("", "a\nb", "x" * 129, " padded", "caf\u00e9"):
-        with pytest.raises(base.ChainDataError):
+        with pytest.raises(chain_errors.ChainDataError):
             miner.commit(NETUID, bad)
-    with pytest.raises(base.PalletError) as info:
+    with pytest.raises(chain_errors.PalletError) as info:
         handle(db, OUTSIDER).commit(NETUID, "hello")
     assert info.value.name == "AccountNotAllowedCommit"
     # Another writer puts garbage straight into the file: readers must refuse it, not parse it.
@@ -228,7 +236,7 @@ def test_commitments_round_trip_and_hostile_rows(db):
     raw.execute("INSERT INTO commitments VALUES (?, ?, ?, 0)", (NETUID, MINER2, "evil\x00\x1b[2J"))
     raw.commit()
     raw.close()
-    with pytest.raises(base.ChainDataError, match="forbidden"):
+    with pytest.raises(chain_errors.ChainDataError, match="forbidden"):
         miner.get_commitment(NETUID, 2)
     assert miner.get_commitments(NETUID) == {1: "gs://bucket-1/prefix key=ABC"}
 
@@ -239,7 +247,7 @@ def _race_set_weights(path: str, barrier, results) -> None:
     try:
         chain.set_weights(NETUID, [1], [1.0], 0)
         results.put("ok")
-    except base.SettingWeightsTooFast:
+    except chain_errors.SettingWeightsTooFast:
         results.put("too fast")
 
 

@@ -14,10 +14,12 @@ import time
 import pytest
 from chain_node import BLOCK_TIME_MS, GENESIS_TIMESTAMP_MS, LoopbackNode, load_codec
 
-from gauntlet_jax.chain import Chain, base, open_chain
+from gauntlet_jax.chain import Chain, open_chain
+from gauntlet_jax.chain import errors as chain_errors
 from gauntlet_jax.chain.keys import hotkey_from_secret
 from gauntlet_jax.chain.subtensor import SubtensorChain
 from gauntlet_jax.config import ChainConfig
+from gauntlet_jax.errors import ChainError
 
 NETUID = 3
 ALICE, BOB, CHARLIE, EVE = (
@@ -80,7 +82,7 @@ def test_metagraph_reads_seeded_storage(alice, node):
     assert graph.stake.tolist() == [2.5, 5.0, 7.5]  # TotalHotkeyAlpha in rao / 1e9
     assert graph.validator_permit.tolist() == [True, False, False]
     assert graph.last_update.tolist() == [0, 0, 0]
-    with pytest.raises(base.SubnetNotExists):
+    with pytest.raises(chain_errors.SubnetNotExists):
         alice.metagraph(NETUID + 1)
 
 
@@ -89,7 +91,7 @@ def test_block_clock_and_timestamps(alice, node):
     assert alice.current_block() == head
     assert alice.window(2) == head // 2
     assert alice.block_timestamp(2) == (GENESIS_TIMESTAMP_MS + 2 * BLOCK_TIME_MS) / 1000
-    with pytest.raises(base.ChainError, match="not found"):
+    with pytest.raises(ChainError, match="not found"):
         alice.block_timestamp(head + 100)
 
 
@@ -160,35 +162,35 @@ def test_commit_call_and_commitment_reads(alice, node):
     seed(BOB, [{"Raw5": "0x" + b"ev\x1bl!".hex()}])  # an escape sequence: hostile
     assert alice.get_commitment(NETUID, 0) == "gs://bucket-a/p key=K1"
     assert alice.get_commitment(NETUID, ALICE.ss58_address) == "gs://bucket-a/p key=K1"
-    with pytest.raises(base.ChainDataError, match="forbidden"):
+    with pytest.raises(chain_errors.ChainDataError, match="forbidden"):
         alice.get_commitment(NETUID, 1)
     assert alice.get_commitment(NETUID, 2) is None
     seed(CHARLIE, [{"Sha256": "0x" + "ab" * 32}])
-    with pytest.raises(base.ChainDataError, match="not raw data"):
+    with pytest.raises(chain_errors.ChainDataError, match="not raw data"):
         alice.get_commitment(NETUID, 2)
     assert alice.get_commitments(NETUID) == {0: "gs://bucket-a/p key=K1"}
     before = len(node.submitted)
-    with pytest.raises(base.ChainDataError):
+    with pytest.raises(chain_errors.ChainDataError):
         alice.commit(NETUID, "x" * 129)
     assert len(node.submitted) == before
 
 
 TYPED = [
-    ("SettingWeightsTooFast", base.SettingWeightsTooFast),
-    ("IncorrectWeightVersionKey", base.IncorrectWeightVersionKey),
-    ("CommitRevealEnabled", base.CommitRevealEnabled),
-    ("WeightVecNotEqualSize", base.WeightVecNotEqualSize),
-    ("UidVecContainInvalidOne", base.UidVecContainInvalidOne),
-    ("UidsLengthExceedUidsInSubNet", base.UidsLengthExceedUidsInSubNet),
-    ("HotKeyNotRegisteredInSubNet", base.NotRegistered),
-    ("DuplicateUids", base.DuplicateUids),
-    ("NeuronNoValidatorPermit", base.NeuronNoValidatorPermit),
-    ("WeightVecLengthIsLow", base.WeightVecLengthIsLow),
-    ("MaxWeightExceeded", base.MaxWeightExceeded),
-    ("NotEnoughStakeToSetWeights", base.NotEnoughStakeToSetWeights),
-    ("SubnetNotExists", base.SubnetNotExists),
-    ("CanNotSetRootNetworkWeights", base.CanNotSetRootNetworkWeights),
-    ("TxRateLimitExceeded", base.PalletError),  # no class of its own: a PalletError by name
+    ("SettingWeightsTooFast", chain_errors.SettingWeightsTooFast),
+    ("IncorrectWeightVersionKey", chain_errors.IncorrectWeightVersionKey),
+    ("CommitRevealEnabled", chain_errors.CommitRevealEnabled),
+    ("WeightVecNotEqualSize", chain_errors.WeightVecNotEqualSize),
+    ("UidVecContainInvalidOne", chain_errors.UidVecContainInvalidOne),
+    ("UidsLengthExceedUidsInSubNet", chain_errors.UidsLengthExceedUidsInSubNet),
+    ("HotKeyNotRegisteredInSubNet", chain_errors.NotRegistered),
+    ("DuplicateUids", chain_errors.DuplicateUids),
+    ("NeuronNoValidatorPermit", chain_errors.NeuronNoValidatorPermit),
+    ("WeightVecLengthIsLow", chain_errors.WeightVecLengthIsLow),
+    ("MaxWeightExceeded", chain_errors.MaxWeightExceeded),
+    ("NotEnoughStakeToSetWeights", chain_errors.NotEnoughStakeToSetWeights),
+    ("SubnetNotExists", chain_errors.SubnetNotExists),
+    ("CanNotSetRootNetworkWeights", chain_errors.CanNotSetRootNetworkWeights),
+    ("TxRateLimitExceeded", chain_errors.PalletError),  # no class of its own: a PalletError by name
 ]
 
 
@@ -203,7 +205,7 @@ def test_pallet_errors_come_back_typed(alice, node, name, cls):
 
 def test_error_of_another_pallet(alice, node):
     node.fail_next("TooManyFieldsInCommitmentInfo", pallet="Commitments")
-    with pytest.raises(base.PalletError) as info:
+    with pytest.raises(chain_errors.PalletError) as info:
         alice.commit(NETUID, "gs://x")
     assert (info.value.pallet, info.value.name) == ("Commitments", "TooManyFieldsInCommitmentInfo")
 
@@ -211,14 +213,14 @@ def test_error_of_another_pallet(alice, node):
 def test_every_typed_error_name_exists_in_the_runtime(codec):
     names = set(codec.error_names("SubtensorModule"))
     older = {"SubNetworkDoesNotExist"}  # spec 218 (raonet); renamed SubnetNotExists since
-    for name, cls in base.PALLET_ERRORS.items():
+    for name, cls in chain_errors.PALLET_ERRORS.items():
         if cls.pallet_default == "SubtensorModule" and name not in older:
             assert name in names, f"{name} is not a SubtensorModule error of the 2025-09 runtime"
 
 
 def test_pool_rejection_is_typed_and_the_nonce_recovers(alice, node):
     node.reject_next(1)
-    with pytest.raises(base.TransactionRejected) as info:
+    with pytest.raises(chain_errors.TransactionRejected) as info:
         alice.set_weights(NETUID, [1], [1.0], 0)
     assert (info.value.code, info.value.reason) == (1, "StakeAmountTooLow")
     result = alice.set_weights(NETUID, [1], [1.0], 0)
@@ -231,9 +233,11 @@ def test_rate_limit_and_registration_are_checked_before_sending(alice, node):
     node.seed("SubtensorModule", "WeightsSetRateLimit", [NETUID], 10)
     before = len(node.submitted)
     try:
-        with pytest.raises(base.SettingWeightsTooFast, match="9 blocks to go; checked locally"):
+        with pytest.raises(
+            chain_errors.SettingWeightsTooFast, match="9 blocks to go; checked locally"
+        ):
             alice.set_weights(NETUID, [1], [1.0], 0)
-        with pytest.raises(base.NotRegistered):
+        with pytest.raises(chain_errors.NotRegistered):
             alice.with_hotkey(EVE).set_weights(NETUID, [1], [1.0], 0)
         assert len(node.submitted) == before
         node.advance(9)  # the extrinsic would run at head + 10: allowed
@@ -253,9 +257,11 @@ def test_timelocked_commit_reveal_fails_clearly(alice, node):
     node.seed("SubtensorModule", "CommitRevealWeightsEnabled", [NETUID], True)
     before = len(node.submitted)
     try:
-        with pytest.raises(base.TimelockedCommitRevealUnsupported, match="nothing was sent"):
+        with pytest.raises(
+            chain_errors.TimelockedCommitRevealUnsupported, match="nothing was sent"
+        ):
             alice.set_weights(NETUID, [1], [1.0], 0)
-        with pytest.raises(base.TimelockedCommitRevealUnsupported):
+        with pytest.raises(chain_errors.TimelockedCommitRevealUnsupported):
             alice.commit_timelocked_weights(NETUID)
         assert len(node.submitted) == before
     finally:
@@ -272,7 +278,7 @@ def test_reconnects_after_a_dropped_websocket(alice, node):
 def test_a_dropped_submission_is_resent_once_and_never_applied_twice(alice, node):
     before = len(node.submitted)
     node.drop_after_next_submit()
-    with pytest.raises(base.ChainConnectionError, match="unconfirmed"):
+    with pytest.raises(chain_errors.ChainConnectionError, match="unconfirmed"):
         alice.set_weights(NETUID, [1], [1.0], 0)
     first, resent = node.submitted[before:]
     assert first.raw == resent.raw and first.outcome == "success" and resent.outcome == "stale"
@@ -286,7 +292,7 @@ def test_timeouts(node):
         assert chain.current_block() == node.head.number  # one silent answer: retried
         node.stall_next(2)
         started = time.monotonic()
-        with pytest.raises(base.ChainTimeout):
+        with pytest.raises(chain_errors.ChainTimeout):
             chain.current_block()
         assert time.monotonic() - started < 5
         assert chain.current_block() == node.head.number
@@ -295,7 +301,7 @@ def test_timeouts(node):
 
 
 def test_unreachable_endpoint():
-    with pytest.raises(base.ChainConnectionError):
+    with pytest.raises(chain_errors.ChainConnectionError):
         SubtensorChain("ws://127.0.0.1:9", None, timeout_s=1)
 
 
@@ -333,5 +339,5 @@ def test_open_chain_picks_the_backend_by_url(node, monkeypatch):
         assert "//Bob" not in repr(chain)
     finally:
         chain.close()
-    with pytest.raises(base.ChainError, match="expected sqlite"):
+    with pytest.raises(ChainError, match="expected sqlite"):
         open_chain(ChainConfig(url="http://127.0.0.1:1"))

@@ -12,7 +12,8 @@ from scalecodec.base import RuntimeConfigurationObject
 from scalecodec.type_registry import load_type_registry_preset
 
 from gauntlet_jax.chain import weights as wm
-from gauntlet_jax.chain.base import InvalidWeights, blocks_until_weights_allowed
+from gauntlet_jax.chain.base import blocks_until_weights_allowed
+from gauntlet_jax.chain.errors import InvalidWeights
 
 
 def reference_emit(uids: list[int], weights: list[float]) -> tuple[list[int], list[int]]:

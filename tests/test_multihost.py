@@ -278,7 +278,7 @@ def test_two_host_miner_uploads_like_one_host_of_eight_devices(tmp_path: Path) -
 
 
 def test_a_leader_error_reaches_the_followers_as_the_same_typed_error() -> None:
-    from gauntlet_jax.chain.base import SettingWeightsTooFast
+    from gauntlet_jax.chain.errors import SettingWeightsTooFast
     from gauntlet_jax.errors import InvalidPayload, PreconditionFailed
     from gauntlet_jax.protocol.catchup import AggregateUnavailable
 

@@ -1,15 +1,13 @@
-"""Chain adapters: the `Chain` interface (base), the embedded SQLite chain (local) and a thin
-subtensor client (subtensor); `open_chain` picks one by the URL scheme of `ChainConfig.url`."""
+"""Chain adapters: the `Chain` interface (base) and its typed errors (errors), the embedded SQLite
+chain (local, over local_store and local_pallet) and a thin subtensor client (subtensor, over
+subtensor_read, substrate and subtensor_decode); both share weights (u16 math, commit hashes) and
+reveal (client-side commit-reveal). `open_chain` picks a backend by the URL scheme of
+`ChainConfig.url`."""
 
 from __future__ import annotations
 
-from gauntlet_jax.chain.base import (
-    Chain,
-    ChainConnectionError,
-    Metagraph,
-    PalletError,
-    WeightsResult,
-)
+from gauntlet_jax.chain.base import Chain, Metagraph, WeightsResult
+from gauntlet_jax.chain.errors import ChainConnectionError, PalletError
 from gauntlet_jax.chain.keys import Hotkey, address_of, hotkey_from_config
 from gauntlet_jax.config import ChainConfig
 from gauntlet_jax.errors import ChainError
@@ -35,7 +33,8 @@ def open_chain(cfg: ChainConfig, hotkey_source: object = None) -> Chain:
     if hotkey_source is None:
         hotkey_source = hotkey_from_config(cfg)
     if cfg.url.startswith("sqlite:///"):
-        from gauntlet_jax.chain.local import LocalChain, path_from_sqlite_url
+        from gauntlet_jax.chain.local import LocalChain
+        from gauntlet_jax.chain.local_store import path_from_sqlite_url
 
         return LocalChain(
             path_from_sqlite_url(cfg.url),

@@ -17,7 +17,7 @@ from pathlib import Path
 from scalecodec.utils.ss58 import is_valid_ss58_address, ss58_decode
 from substrateinterface import Keypair, KeypairType
 
-from gauntlet_jax.chain.base import HotkeyError
+from gauntlet_jax.chain.errors import HotkeyError
 from gauntlet_jax.config import ChainConfig
 
 MAX_KEY_FILE_BYTES = 64 * 1024

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from gauntlet_jax.chain.base import InvalidWeights
+from gauntlet_jax.chain.errors import InvalidWeights
 
 U16_MAX = 65535
 _FRAC = 32  # I32F32: 32 fractional bits

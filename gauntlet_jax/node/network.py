@@ -18,7 +18,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from gauntlet_jax.chain.base import Chain, ChainDataError, Metagraph
+from gauntlet_jax.chain.base import Chain, Metagraph
+from gauntlet_jax.chain.errors import ChainDataError
 from gauntlet_jax.compress.codec import DecodedPayload, decode_payload, max_payload_bytes
 from gauntlet_jax.compress.plan import CompressionPlan
 from gauntlet_jax.config import Config
