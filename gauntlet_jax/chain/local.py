@@ -88,6 +88,10 @@ class LocalChain(LocalStore):
             p = subnet_params(db, netuid)
         return dict(p.__dict__)
 
+    def weights_version_key(self, netuid: int) -> int:
+        with self._read() as db:
+            return int(subnet_params(db, netuid).version_key)
+
     def register(
         self, netuid: int, hotkey: str, *, stake: float = 0.0, validator_permit: bool = False
     ) -> int:

@@ -236,6 +236,9 @@ class SubtensorReader:
 
         return self._call(f"weights of uid {uid} on netuid {netuid}", read)
 
+    def weights_version_key(self, netuid: int) -> int:
+        return as_int(self.subnet_value("WeightsVersionKey", netuid), "WeightsVersionKey")
+
     def subnet_value(self, name: str, netuid: int) -> Any:
         """One SubtensorModule storage value keyed by netuid (e.g. WeightsSetRateLimit)."""
         return self._call(
