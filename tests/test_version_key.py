@@ -22,7 +22,7 @@ VALIDATOR = dev_hotkey(1).ss58_address
 def test_version_key_of_the_package_version():
     assert version_key_of("0.1.0") == 1_000
     assert version_key_of("1.2.3") == 1_002_003
-    assert NODE_VERSION_KEY == version_key_of(gauntlet_jax.__version__)
+    assert version_key_of(gauntlet_jax.__version__) == NODE_VERSION_KEY
     for bad in ("1.2", "1.x.0", "0.1000.0"):
         with pytest.raises(ValueError):
             version_key_of(bad)
