@@ -43,6 +43,14 @@ class NodeVersionTooOld(ChainError):
     be refused (IncorrectWeightVersionKey), so the validator does not start."""
 
 
+class InsufficientBalance(ChainError):
+    """The coldkey's free balance does not cover the registration burn; nothing was sent."""
+
+
+class ColdkeyMismatch(ChainError):
+    """The hotkey already belongs to another coldkey; nothing was sent."""
+
+
 class TimelockedRevealMissed(ChainError):
     """A timelocked commit's reveal epoch passed and the runtime did not apply the weights (no
     drand pulse for its round, or the runtime refused them)."""

@@ -32,15 +32,17 @@ from gauntlet_jax.chain import weights as wmath
 from gauntlet_jax.chain.base import WeightsResult, blocks_until_weights_allowed, validate_commitment
 from gauntlet_jax.chain.errors import (
     ChainConnectionError,
+    ColdkeyMismatch,
     CommittingWeightsTooFast,
     HotKeyNotRegisteredInSubNet,
+    InsufficientBalance,
     RuntimeCallMissing,
     SettingWeightsTooFast,
     TimelockedRevealMissed,
 )
 from gauntlet_jax.chain.keys import Hotkey
 from gauntlet_jax.chain.reveal import PendingReveal, reveal_due, seal
-from gauntlet_jax.chain.subtensor_decode import as_vector, dispatch_error, pool_rejection
+from gauntlet_jax.chain.subtensor_decode import as_int, as_vector, dispatch_error, pool_rejection
 from gauntlet_jax.chain.subtensor_read import SubtensorReader
 from gauntlet_jax.chain.timelock import (
     HOTKEY_PAYLOAD_VERSION,
@@ -50,6 +52,9 @@ from gauntlet_jax.chain.timelock import (
     tlock_payload,
 )
 from gauntlet_jax.errors import ChainError
+
+# The AccountId a storage map returns for "no owner" (all zero bytes, SS58 format 42).
+_ZERO_ACCOUNT = "5C4hrfjw9DjXZTzV3MwzrrAr9P1MJhSrvWGWqi1eSuyUpnhM"
 
 
 @dataclass(frozen=True)
@@ -181,6 +186,66 @@ class SubtensorChain(SubtensorReader):
             {"netuid": netuid, "info": {"fields": [[{f"Raw{len(raw)}": raw}]]}},
         )
         return -1 if block is None else block
+
+    # ----------------------------------------------------------------------------- registration
+
+    def burn_cost(self, netuid: int) -> int:
+        """The subnet's current burned-registration cost in rao."""
+
+        def read(si: SubstrateInterface) -> int:
+            block_hash, _ = self._head(si)
+            self._subnet_n(si, netuid, block_hash)
+            value = si.query("SubtensorModule", "Burn", [netuid], block_hash=block_hash).value
+            return as_int(value, f"Burn of netuid {netuid}")
+
+        return self._call(f"burn cost of netuid {netuid}", read)
+
+    def free_balance(self, address: str) -> int:
+        """Free balance of an account in rao."""
+
+        def read(si: SubstrateInterface) -> int:
+            account = si.query("System", "Account", [address]).value or {}
+            return as_int((account.get("data") or {}).get("free"), f"balance of {address}")
+
+        return self._call(f"balance of {address}", read)
+
+    def burned_register(self, netuid: int, coldkey: Hotkey) -> int:
+        """Registers this hotkey on `netuid`, the burn paid by `coldkey`; returns the uid (at
+        once when already registered). Checks the subnet, the hotkey's owner and the balance
+        before sending."""
+        hotkey = self._require_hotkey().ss58_address
+        cost = self.burn_cost(netuid)
+
+        def read(si: SubstrateInterface) -> tuple[int | None, str | None]:
+            block_hash, _ = self._head(si)
+            uid = self._uid_of(si, netuid, hotkey, block_hash)
+            owner = si.query("SubtensorModule", "Owner", [hotkey], block_hash=block_hash).value
+            return uid, owner if isinstance(owner, str) else None
+
+        uid, owner = self._call(f"registration of {hotkey}", read)
+        if uid is not None:
+            return uid
+        if owner and owner != coldkey.ss58_address and owner != _ZERO_ACCOUNT:
+            raise ColdkeyMismatch(
+                f"hotkey {hotkey} belongs to coldkey {owner}, not {coldkey.ss58_address}; "
+                "nothing was sent"
+            )
+        balance = self.free_balance(coldkey.ss58_address)
+        if balance < cost:
+            raise InsufficientBalance(
+                f"coldkey {coldkey.ss58_address} has {balance / 1e9:.9f} TAO free, the burn on "
+                f"netuid {netuid} is {cost / 1e9:.9f} TAO; nothing was sent"
+            )
+        self.with_hotkey(coldkey).submit(
+            "SubtensorModule", "burned_register", {"netuid": netuid, "hotkey": hotkey}
+        )
+        found = self.metagraph(netuid).uid_of(hotkey)
+        if found is None:
+            raise ChainError(f"burned_register was included but {hotkey} has no uid on {netuid}")
+        return found
+
+    def weights_rate_limit(self, netuid: int) -> int:
+        return as_int(self.subnet_value("WeightsSetRateLimit", netuid), "WeightsSetRateLimit")
 
     def _weights_context(self, netuid: int) -> _WeightsContext:
         """What the weights checks need, read at one head block."""
