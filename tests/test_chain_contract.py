@@ -350,6 +350,11 @@ def test_burned_registration_and_status_on_the_real_runtime(chopsticks_net):
     assert before - chain.free_balance(OUTSIDER.ss58_address) >= cost
     assert chain.burned_register(net.netuid, OUTSIDER) == uid  # already registered: no-op
     status = neuron_status(chain, net.netuid, newcomer.ss58_address)
-    assert (status.registered, status.uid, status.last_weights_block) == (True, uid, 0)
-    assert status.blocks_until_weights == 0 and status.commitment is None
+    # The runtime stamps LastUpdate with the registration block.
+    assert status.registered and status.uid == uid
+    assert 0 < status.last_weights_block <= status.block and status.commitment is None
+    limit = chain.weights_rate_limit(net.netuid)
+    assert status.blocks_until_weights == max(
+        0, limit - (status.block + 1 - status.last_weights_block)
+    )
     assert not neuron_status(chain, net.netuid, broke.ss58_address).registered
