@@ -231,6 +231,9 @@ class ChainConfig:
     # Secret key source: an env var name holding a URI/mnemonic/seed, or a key file path.
     key_env: str = "GAUNTLET_HOTKEY_SECRET"
     key_file: str = ""
+    # The coldkey (registration only: it pays the burn): an env var name or a key file path.
+    coldkey_env: str = "GAUNTLET_COLDKEY_SECRET"
+    coldkey_file: str = ""
     # Subtensor: wait until each extrinsic is in a block (and report its pallet error) before
     # returning. Off = fire and forget, as the reference's set_weights.
     wait_for_inclusion: bool = True

@@ -327,3 +327,34 @@ def test_hash_commit_reveal_round_trip(net):
     assert [r.included for r in revealed] == [True], [r.message for r in revealed]
     assert v.get_weights(net.netuid, 0) == {1: 16384, 2: 65535}
     assert v.pending_reveals == ()
+
+
+@pytest.mark.slow
+def test_burned_registration_and_status_on_the_real_runtime(chopsticks_net):
+    """`register`'s chain calls on spec 218: the burn is read, a coldkey without the balance is
+    refused before sending, a funded one registers, and `status` reads the new neuron."""
+    from gauntlet_jax.chain.status import neuron_status
+
+    net = chopsticks_net
+    newcomer, broke = dev_hotkey(5), dev_hotkey(6)
+    chain = net.validator.with_hotkey(newcomer)
+    cost = chain.burn_cost(net.netuid)
+    assert cost > 0
+    with pytest.raises(chain_errors.InsufficientBalance, match="nothing was sent"):
+        chain.burned_register(net.netuid, broke)
+    with pytest.raises(chain_errors.SubnetNotExists):
+        chain.burn_cost(999)
+    before = chain.free_balance(OUTSIDER.ss58_address)
+    uid = chain.burned_register(net.netuid, OUTSIDER)
+    assert chain.metagraph(net.netuid).uid_of(newcomer.ss58_address) == uid
+    assert before - chain.free_balance(OUTSIDER.ss58_address) >= cost
+    assert chain.burned_register(net.netuid, OUTSIDER) == uid  # already registered: no-op
+    status = neuron_status(chain, net.netuid, newcomer.ss58_address)
+    # The runtime stamps LastUpdate with the registration block.
+    assert status.registered and status.uid == uid
+    assert 0 < status.last_weights_block <= status.block and status.commitment is None
+    limit = chain.weights_rate_limit(net.netuid)
+    assert status.blocks_until_weights == max(
+        0, limit - (status.block + 1 - status.last_weights_block)
+    )
+    assert not neuron_status(chain, net.netuid, broke.ss58_address).registered

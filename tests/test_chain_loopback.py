@@ -14,8 +14,9 @@ import time
 import pytest
 from chain_node import BLOCK_TIME_MS, GENESIS_TIMESTAMP_MS, LoopbackNode, load_codec
 
-from gauntlet_jax.chain import Chain, open_chain
+from gauntlet_jax.chain import Chain, open_chain, timelock
 from gauntlet_jax.chain import errors as chain_errors
+from gauntlet_jax.chain import weights as wm
 from gauntlet_jax.chain.keys import hotkey_from_secret
 from gauntlet_jax.chain.subtensor import SubtensorChain
 from gauntlet_jax.config import ChainConfig
@@ -253,17 +254,35 @@ def test_all_zero_weights_send_nothing(alice, node):
     assert len(node.submitted) == before
 
 
-def test_timelocked_commit_reveal_fails_clearly(alice, node):
+def test_timelocked_commit_goes_on_the_wire_for_the_reveal_epochs_round(alice, node):
+    """Commit-reveal on a runtime with `commit_timelocked_weights`: the weights are encrypted
+    for the drand round of the reveal epoch's first block, by the chain's own clock."""
     node.seed("SubtensorModule", "CommitRevealWeightsEnabled", [NETUID], True)
-    before = len(node.submitted)
+    node.seed("SubtensorModule", "Tempo", [NETUID], 10)
+    node.seed("SubtensorModule", "RevealPeriodEpochs", [NETUID], 1)
     try:
-        with pytest.raises(
-            chain_errors.TimelockedCommitRevealUnsupported, match="nothing was sent"
-        ):
-            alice.set_weights(NETUID, [1], [1.0], 0)
-        with pytest.raises(chain_errors.TimelockedCommitRevealUnsupported):
-            alice.commit_timelocked_weights(NETUID)
-        assert len(node.submitted) == before
+        head = node.head.number
+        result = alice.set_weights(NETUID, [1, 2], [0.5, 1.0], 7)
+        xt = last(node)
+        assert xt.signature_valid and xt.outcome == "success"
+        assert (xt.call_module, xt.call_function) == (
+            "SubtensorModule",
+            "commit_timelocked_weights",
+        )
+        assert result.method == "commit_timelocked_weights" and result.included
+        first, _ = wm.reveal_blocks(NETUID, head + 1, 10, 1)
+        reveal_time_s = (GENESIS_TIMESTAMP_MS + head * BLOCK_TIME_MS) / 1000 + (first - head) * 12
+        assert xt.call_args["reveal_round"] == timelock.drand_round_at(reveal_time_s)
+        assert xt.call_args["commit_reveal_version"] == 4
+        assert len(bytes.fromhex(xt.call_args["commit"][2:])) > 200
+        (pending,) = alice.pending_reveals
+        assert (pending.uids, pending.values, pending.version_key) == ((1, 2), (32768, 65535), 7)
+        # The runtime never revealed it (the loopback node has no pallets): once the reveal
+        # epoch is over the result says so, typed by its message, and the commit is dropped.
+        node.advance(first + 10 - node.head.number + 1)
+        (missed,) = alice.reveal_pending(NETUID)
+        assert not missed.included and "was not revealed" in missed.message
+        assert alice.pending_reveals == ()
     finally:
         node.seed("SubtensorModule", "CommitRevealWeightsEnabled", [NETUID], False)
 

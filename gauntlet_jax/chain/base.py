@@ -18,6 +18,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from gauntlet_jax import __version__
 from gauntlet_jax.chain.errors import ChainDataError
 
 # A commitment is one line of printable ASCII (no spaces at the ends, no control characters) of at
@@ -136,6 +137,22 @@ def validate_commitment(data: object, who: str = "commitment") -> str:
     return data
 
 
+def version_key_of(version: str) -> int:
+    """A `major.minor.patch` version as the integer weights version key:
+    major·1_000_000 + minor·1_000 + patch (0.1.0 → 1000). Upgrades only ever raise it."""
+    parts = version.split(".")[:3]
+    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+        raise ValueError(f"version {version!r} is not major.minor.patch")
+    major, minor, patch = (int(p) for p in parts)
+    if minor >= 1000 or patch >= 1000:
+        raise ValueError(f"version {version!r}: minor and patch must stay below 1000")
+    return major * 1_000_000 + minor * 1_000 + patch
+
+
+# The version key this node sends with every weight call (from the package version).
+NODE_VERSION_KEY = version_key_of(__version__)
+
+
 def blocks_until_weights_allowed(block: int, last_update: int, rate_limit: int) -> int:
     """Blocks to wait before weights set at `block` pass subtensor's `check_rate_limit`.
 
@@ -196,7 +213,12 @@ class Chain(Protocol):
         ...
 
     def reveal_pending(self, netuid: int) -> list[WeightsResult]:
-        """Reveals this hotkey's commits whose reveal epoch has come."""
+        """Reveals this hotkey's commits whose reveal epoch has come (and reports timelocked
+        commits the runtime revealed or missed)."""
+        ...
+
+    def weights_version_key(self, netuid: int) -> int:
+        """The subnet's WeightsVersionKey: weight calls with a lower key are refused."""
         ...
 
     def get_weights(self, netuid: int, uid: int) -> dict[int, int]:

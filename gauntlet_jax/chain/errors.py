@@ -2,7 +2,7 @@
 
 A backend raises these for what went wrong talking to a chain: the endpoint (ChainConnectionError,
 ChainTimeout), what it answered (ChainDataError), our own refusals before sending (HotkeyError,
-InvalidWeights, TimelockedCommitRevealUnsupported), the transaction pool (TransactionRejected) and
+InvalidWeights, RuntimeCallMissing, NodeVersionTooOld), the transaction pool (TransactionRejected) and
 the pallets (`PalletError` and one subclass per subtensor error name a node acts on; `pallet_error`
 picks the class by name, `CUSTOM_TX_ERRORS` names the pool's custom validity codes). The local
 chain raises the same pallet errors for the same checks, so callers handle both backends alike.
@@ -33,8 +33,27 @@ class InvalidWeights(ChainError):
     """Weights or uids are not sendable (NaN, negative, lengths differ, uid out of u16 range)."""
 
 
-class TimelockedCommitRevealUnsupported(ChainError):
-    """The subnet wants timelocked commit-reveal (CRv3, drand); this client does not implement it."""
+class RuntimeCallMissing(ChainError):
+    """The runtime lacks the call the subnet's configuration needs (e.g. commit-reveal is on and
+    the runtime has neither `commit_timelocked_weights` nor `commit_weights`); nothing was sent."""
+
+
+class NodeVersionTooOld(ChainError):
+    """The subnet's WeightsVersionKey is above this node's version key: every weight call would
+    be refused (IncorrectWeightVersionKey), so the validator does not start."""
+
+
+class InsufficientBalance(ChainError):
+    """The coldkey's free balance does not cover the registration burn; nothing was sent."""
+
+
+class ColdkeyMismatch(ChainError):
+    """The hotkey already belongs to another coldkey; nothing was sent."""
+
+
+class TimelockedRevealMissed(ChainError):
+    """A timelocked commit's reveal epoch passed and the runtime did not apply the weights (no
+    drand pulse for its round, or the runtime refused them)."""
 
 
 class TransactionRejected(ChainError):

@@ -88,6 +88,23 @@ class LocalChain(LocalStore):
             p = subnet_params(db, netuid)
         return dict(p.__dict__)
 
+    def burn_cost(self, netuid: int) -> int:
+        """Registration on the local chain burns nothing (it keeps no balances)."""
+        self.weights_version_key(netuid)  # SubnetNotExists for a missing subnet
+        return 0
+
+    def burned_register(self, netuid: int, coldkey: object = None) -> int:
+        """Registers this hotkey (free: the local chain keeps no balances); returns its uid."""
+        return self.register(netuid, self._require_hotkey())
+
+    def weights_rate_limit(self, netuid: int) -> int:
+        with self._read() as db:
+            return int(subnet_params(db, netuid).weights_rate_limit)
+
+    def weights_version_key(self, netuid: int) -> int:
+        with self._read() as db:
+            return int(subnet_params(db, netuid).version_key)
+
     def register(
         self, netuid: int, hotkey: str, *, stake: float = 0.0, validator_permit: bool = False
     ) -> int:

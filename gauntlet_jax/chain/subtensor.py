@@ -10,8 +10,10 @@ Before sending weights we do bittensor's u16 conversion and check the rate limit
 (the extrinsic executes in the next block: block + 1 − LastUpdate ≥ WeightsSetRateLimit), so a
 doomed extrinsic never costs a fee. Subnets with commit-reveal get a hash commit
 (`commit_weights`, hash as subtensor recomputes it) and a later `reveal_pending` (`chain.reveal`);
-runtimes whose commit-reveal is timelocked (they have `CommitRevealWeightsVersion`, CRv3 via drand)
-raise `TimelockedCommitRevealUnsupported` instead of guessing.
+on runtimes that have `commit_timelocked_weights` (drand timelock, `chain.timelock`) the weights
+are encrypted for the reveal epoch's drand round and the runtime reveals them itself;
+`reveal_pending` then reads back what landed. A runtime with neither call raises
+`RuntimeCallMissing`.
 
 A retried submission resends the same signed bytes (same nonce, so it can never apply twice).
 Nonces come from `system_accountNextIndex` and never go backwards within this process, so two
@@ -30,16 +32,29 @@ from gauntlet_jax.chain import weights as wmath
 from gauntlet_jax.chain.base import WeightsResult, blocks_until_weights_allowed, validate_commitment
 from gauntlet_jax.chain.errors import (
     ChainConnectionError,
+    ColdkeyMismatch,
     CommittingWeightsTooFast,
     HotKeyNotRegisteredInSubNet,
+    InsufficientBalance,
+    RuntimeCallMissing,
     SettingWeightsTooFast,
-    TimelockedCommitRevealUnsupported,
+    TimelockedRevealMissed,
 )
 from gauntlet_jax.chain.keys import Hotkey
 from gauntlet_jax.chain.reveal import PendingReveal, reveal_due, seal
-from gauntlet_jax.chain.subtensor_decode import as_vector, dispatch_error, pool_rejection
+from gauntlet_jax.chain.subtensor_decode import as_int, as_vector, dispatch_error, pool_rejection
 from gauntlet_jax.chain.subtensor_read import SubtensorReader
+from gauntlet_jax.chain.timelock import (
+    HOTKEY_PAYLOAD_VERSION,
+    PendingTimelocked,
+    encrypt_for_round,
+    reveal_target,
+    tlock_payload,
+)
 from gauntlet_jax.errors import ChainError
+
+# The AccountId a storage map returns for "no owner" (all zero bytes, SS58 format 42).
+_ZERO_ACCOUNT = "5C4hrfjw9DjXZTzV3MwzrrAr9P1MJhSrvWGWqi1eSuyUpnhM"
 
 
 @dataclass(frozen=True)
@@ -50,6 +65,7 @@ class _WeightsContext:
     commit_reveal: bool
     rate_limit: int
     timelocked: bool
+    hash_commits: bool
 
 
 class SubtensorChain(SubtensorReader):
@@ -68,6 +84,7 @@ class SubtensorChain(SubtensorReader):
         self.wait_for_inclusion = wait_for_inclusion
         self._last_nonce: int | None = None
         self._pending: list[PendingReveal] = []
+        self._timelocked: list[PendingTimelocked] = []
 
     def with_hotkey(self, hotkey: Hotkey | None) -> SubtensorChain:
         """Another handle on the same connection, signing with `hotkey` (its own nonces and
@@ -78,6 +95,7 @@ class SubtensorChain(SubtensorReader):
         other.wait_for_inclusion = self.wait_for_inclusion
         other._last_nonce = None
         other._pending = []
+        other._timelocked = []
         return other
 
     def __repr__(self) -> str:
@@ -169,6 +187,66 @@ class SubtensorChain(SubtensorReader):
         )
         return -1 if block is None else block
 
+    # ----------------------------------------------------------------------------- registration
+
+    def burn_cost(self, netuid: int) -> int:
+        """The subnet's current burned-registration cost in rao."""
+
+        def read(si: SubstrateInterface) -> int:
+            block_hash, _ = self._head(si)
+            self._subnet_n(si, netuid, block_hash)
+            value = si.query("SubtensorModule", "Burn", [netuid], block_hash=block_hash).value
+            return as_int(value, f"Burn of netuid {netuid}")
+
+        return self._call(f"burn cost of netuid {netuid}", read)
+
+    def free_balance(self, address: str) -> int:
+        """Free balance of an account in rao."""
+
+        def read(si: SubstrateInterface) -> int:
+            account = si.query("System", "Account", [address]).value or {}
+            return as_int((account.get("data") or {}).get("free"), f"balance of {address}")
+
+        return self._call(f"balance of {address}", read)
+
+    def burned_register(self, netuid: int, coldkey: Hotkey) -> int:
+        """Registers this hotkey on `netuid`, the burn paid by `coldkey`; returns the uid (at
+        once when already registered). Checks the subnet, the hotkey's owner and the balance
+        before sending."""
+        hotkey = self._require_hotkey().ss58_address
+        cost = self.burn_cost(netuid)
+
+        def read(si: SubstrateInterface) -> tuple[int | None, str | None]:
+            block_hash, _ = self._head(si)
+            uid = self._uid_of(si, netuid, hotkey, block_hash)
+            owner = si.query("SubtensorModule", "Owner", [hotkey], block_hash=block_hash).value
+            return uid, owner if isinstance(owner, str) else None
+
+        uid, owner = self._call(f"registration of {hotkey}", read)
+        if uid is not None:
+            return uid
+        if owner and owner != coldkey.ss58_address and owner != _ZERO_ACCOUNT:
+            raise ColdkeyMismatch(
+                f"hotkey {hotkey} belongs to coldkey {owner}, not {coldkey.ss58_address}; "
+                "nothing was sent"
+            )
+        balance = self.free_balance(coldkey.ss58_address)
+        if balance < cost:
+            raise InsufficientBalance(
+                f"coldkey {coldkey.ss58_address} has {balance / 1e9:.9f} TAO free, the burn on "
+                f"netuid {netuid} is {cost / 1e9:.9f} TAO; nothing was sent"
+            )
+        self.with_hotkey(coldkey).submit(
+            "SubtensorModule", "burned_register", {"netuid": netuid, "hotkey": hotkey}
+        )
+        found = self.metagraph(netuid).uid_of(hotkey)
+        if found is None:
+            raise ChainError(f"burned_register was included but {hotkey} has no uid on {netuid}")
+        return found
+
+    def weights_rate_limit(self, netuid: int) -> int:
+        return as_int(self.subnet_value("WeightsSetRateLimit", netuid), "WeightsSetRateLimit")
+
     def _weights_context(self, netuid: int) -> _WeightsContext:
         """What the weights checks need, read at one head block."""
         hotkey = self._require_hotkey().ss58_address
@@ -196,8 +274,11 @@ class SubtensorChain(SubtensorReader):
                     "SubtensorModule", "WeightsSetRateLimit", [netuid], block_hash=block_hash
                 ).value
             )
-            timelocked = self._has_storage(si, "SubtensorModule", "CommitRevealWeightsVersion")
-            return _WeightsContext(block, uid, int(last), commit_reveal, rate_limit, timelocked)
+            timelocked = self._has_call(si, "SubtensorModule", "commit_timelocked_weights")
+            hash_commits = self._has_call(si, "SubtensorModule", "commit_weights")
+            return _WeightsContext(
+                block, uid, int(last), commit_reveal, rate_limit, timelocked, hash_commits
+            )
 
         return self._call(f"weights context on netuid {netuid}", read)
 
@@ -220,11 +301,10 @@ class SubtensorChain(SubtensorReader):
         # The extrinsic executes in the next block at the earliest.
         next_block = ctx.head + 1
         if ctx.commit_reveal:
-            if ctx.timelocked:
-                raise TimelockedCommitRevealUnsupported(
-                    f"netuid {netuid} has commit-reveal on and this runtime's commit-reveal is "
-                    "timelocked (CRv3, CommitRevealWeightsVersion); this client only does hash "
-                    "commit-reveal, so nothing was sent"
+            if not (ctx.timelocked or ctx.hash_commits):
+                raise RuntimeCallMissing(
+                    f"netuid {netuid} has commit-reveal on and the runtime has neither "
+                    "commit_timelocked_weights nor commit_weights; nothing was sent"
                 )
             wait = blocks_until_weights_allowed(next_block, last, rate_limit)
             if precheck and wait:
@@ -232,6 +312,8 @@ class SubtensorChain(SubtensorReader):
                     detail=f"uid {uid}: last commit at block {last}, next block {next_block}, "
                     f"rate limit {rate_limit} ({wait} blocks to go; checked locally, nothing sent)"
                 )
+            if ctx.timelocked:
+                return self._commit_timelocked(netuid, send_uids, send_values, version_key, ctx)
             return self._commit_weights(netuid, send_uids, send_values, version_key, next_block)
         wait = blocks_until_weights_allowed(next_block, last, rate_limit)
         if precheck and wait:
@@ -259,12 +341,106 @@ class SubtensorChain(SubtensorReader):
             extrinsic_hash=extrinsic_hash,
         )
 
-    def commit_timelocked_weights(self, netuid: int, *args: object, **kwargs: object) -> None:
-        """Timelocked commit-reveal (CRv3, drand encryption) is not implemented: always raises."""
-        raise TimelockedCommitRevealUnsupported(
-            f"netuid {netuid}: timelocked commit-reveal (commit_timelocked_weights) is not "
-            "implemented by this client"
+    def _commit_timelocked(
+        self,
+        netuid: int,
+        uids: list[int],
+        values: list[int],
+        version_key: int,
+        ctx: _WeightsContext,
+    ) -> WeightsResult:
+        """Encrypts for the drand round of the reveal epoch's first block, read off the chain's
+        clock, and sends `commit_timelocked_weights`."""
+        hotkey = self._require_hotkey()
+
+        def read(si: SubstrateInterface) -> tuple[int, int, int, float, float]:
+            block_hash = si.get_block_hash(ctx.head)
+            tempo = int(si.query("SubtensorModule", "Tempo", [netuid], block_hash=block_hash).value)
+            period = int(
+                si.query(
+                    "SubtensorModule", "RevealPeriodEpochs", [netuid], block_hash=block_hash
+                ).value
+            )
+            version = HOTKEY_PAYLOAD_VERSION
+            if self._has_storage(si, "SubtensorModule", "CommitRevealWeightsVersion"):
+                version = int(
+                    si.query(
+                        "SubtensorModule", "CommitRevealWeightsVersion", block_hash=block_hash
+                    ).value
+                )
+            now_ms = si.query("Timestamp", "Now", block_hash=block_hash).value
+            slot_ms = si.get_constant("Aura", "SlotDuration")
+            return tempo, period, version, now_ms / 1000.0, (slot_ms.value if slot_ms else 12000)
+
+        tempo, period, version, head_time, slot_ms = self._call(
+            f"timelock parameters of netuid {netuid}", read
         )
+        commit_block = ctx.head + 1
+        first, reveal_round = reveal_target(
+            netuid, commit_block, tempo, period, ctx.head, head_time, slot_ms / 1000.0
+        )
+        payload = tlock_payload(hotkey.public_key, uids, values, version_key, version)
+        commit = encrypt_for_round(payload, reveal_round)
+        block, extrinsic_hash = self.submit(
+            "SubtensorModule",
+            "commit_timelocked_weights",
+            {
+                "netuid": netuid,
+                "commit": "0x" + commit.hex(),
+                "reveal_round": reveal_round,
+                "commit_reveal_version": version,
+            },
+        )
+        landed = block if block is not None else commit_block
+        first, _ = reveal_target(netuid, landed, tempo, period, ctx.head, head_time, 0.0)
+        pending = PendingTimelocked(
+            netuid,
+            tuple(uids),
+            tuple(values),
+            version_key,
+            reveal_round,
+            landed,
+            first,
+            first + tempo,
+        )
+        self._timelocked.append(pending)
+        return pending.result(
+            "commit_timelocked_weights",
+            block,
+            included=self.wait_for_inclusion,
+            extrinsic_hash=extrinsic_hash,
+            message=f"drand round {reveal_round}, revealed by the runtime from block {first}",
+        )
+
+    def _check_timelocked(self, netuid: int) -> list[WeightsResult]:
+        """Reads back the timelocked commits whose reveal epoch has begun: revealed (the weights
+        row holds them), still waiting, or missed (the epoch is over; TimelockedRevealMissed's
+        message in the result)."""
+        mine = [p for p in self._timelocked if p.netuid == netuid]
+        if not mine:
+            return []
+        uid_block = self._weights_context(netuid)
+        block, uid = uid_block.head, uid_block.uid
+        results: list[WeightsResult] = []
+        keep = [p for p in self._timelocked if p.netuid != netuid]
+        for pending in mine:
+            if block < pending.reveal_first:
+                keep.append(pending)
+                continue
+            if pending.revealed_as(self.get_weights(netuid, uid)):
+                results.append(pending.result("timelocked_reveal", block, included=True))
+            elif block > pending.reveal_last:
+                missed = TimelockedRevealMissed(
+                    f"netuid {netuid}: the commit for drand round {pending.reveal_round} was not "
+                    f"revealed in blocks {pending.reveal_first}..{pending.reveal_last}"
+                )
+                results.append(
+                    pending.result("timelocked_reveal", None, included=False, message=str(missed))
+                )
+            else:
+                keep.append(pending)
+        self._timelocked = keep
+        return results
 
     def _commit_weights(
         self, netuid: int, uids: list[int], values: list[int], version_key: int, next_block: int
@@ -304,9 +480,11 @@ class SubtensorChain(SubtensorReader):
         )
 
     def reveal_pending(self, netuid: int) -> list[WeightsResult]:
-        """Reveals pending commits whose reveal window holds the next block; drops expired ones."""
+        """Reveals pending hash commits whose reveal window holds the next block (drops expired
+        ones) and reports the timelocked commits the runtime revealed or missed."""
+        timelocked = self._check_timelocked(netuid)
         if not any(p.netuid == netuid for p in self._pending):
-            return []
+            return timelocked
 
         def read(si: SubstrateInterface) -> tuple[int, int, int]:
             block_hash, block = self._head(si)
@@ -329,8 +507,8 @@ class SubtensorChain(SubtensorReader):
         results, self._pending = reveal_due(
             self._pending, netuid, block + 1, tempo, period, send, included=self.wait_for_inclusion
         )
-        return results
+        return timelocked + results
 
     @property
-    def pending_reveals(self) -> tuple[PendingReveal, ...]:
-        return tuple(self._pending)
+    def pending_reveals(self) -> tuple[PendingReveal | PendingTimelocked, ...]:
+        return (*self._pending, *self._timelocked)

@@ -104,6 +104,11 @@ class SubtensorReader:
         si.init_runtime()
         return si.get_metadata_storage_function(pallet, name) is not None
 
+    def _has_call(self, si: SubstrateInterface, pallet: str, name: str) -> bool:
+        si.init_runtime()
+        module = si.metadata.get_metadata_pallet(pallet)
+        return module is not None and any(call.name == name for call in (module.calls or []))
+
     def _subnet_n(self, si: SubstrateInterface, netuid: int, block_hash: str) -> int:
         if not si.query("SubtensorModule", "NetworksAdded", [netuid], block_hash=block_hash).value:
             raise SubnetNotExists(detail=f"netuid {netuid} does not exist")
@@ -230,6 +235,9 @@ class SubtensorReader:
             return out
 
         return self._call(f"weights of uid {uid} on netuid {netuid}", read)
+
+    def weights_version_key(self, netuid: int) -> int:
+        return as_int(self.subnet_value("WeightsVersionKey", netuid), "WeightsVersionKey")
 
     def subnet_value(self, name: str, netuid: int) -> Any:
         """One SubtensorModule storage value keyed by netuid (e.g. WeightsSetRateLimit)."""

@@ -77,7 +77,7 @@ def weights_from_u16(n: int, uids: Sequence[int], values: Sequence[int]) -> np.n
     return row / total if total > 0 else row
 
 
-def _encode_compact(n: int) -> bytes:
+def encode_compact(n: int) -> bytes:
     if n < 0:
         raise ValueError("compact integers are unsigned")
     if n < 1 << 6:
@@ -90,8 +90,8 @@ def _encode_compact(n: int) -> bytes:
     return bytes([((len(raw) - 4) << 2) | 3]) + raw
 
 
-def _encode_vec_u16(values: Sequence[int]) -> bytes:
-    out = bytearray(_encode_compact(len(values)))
+def encode_vec_u16(values: Sequence[int]) -> bytes:
+    out = bytearray(encode_compact(len(values)))
     for value in values:
         if not 0 <= int(value) <= U16_MAX:
             raise InvalidWeights(f"value {value} is not a u16")
@@ -114,9 +114,9 @@ def weight_commit_hash(
     data = (
         bytes(public_key)
         + int(netuid).to_bytes(2, "little")
-        + _encode_vec_u16(uids)
-        + _encode_vec_u16(values)
-        + _encode_vec_u16(salt)
+        + encode_vec_u16(uids)
+        + encode_vec_u16(values)
+        + encode_vec_u16(salt)
         + int(version_key).to_bytes(8, "little")
     )
     return hashlib.blake2b(data, digest_size=32).digest()

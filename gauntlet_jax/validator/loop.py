@@ -57,6 +57,7 @@ from gauntlet_jax.validator.evaluation import (
 )
 from gauntlet_jax.validator.publish import (
     announce_start_window,
+    check_version_key,
     post_weights,
     publish_aggregate,
     publish_gather_set,
@@ -98,6 +99,7 @@ class Validator:
     def start(self, stop: threading.Event) -> Replica:
         """Announces the start window (lead validator, once), rebuilds θ up to the state."""
         node = self.node
+        check_version_key(node, self.cfg)
         self.warm_up()
         node.commit_bucket()
         announce_start_window(node, self.cfg)

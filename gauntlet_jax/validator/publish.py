@@ -4,6 +4,12 @@ window's sign aggregate (what catching-up nodes replay).
 
 A write that fails (the chain refusing, a bucket error) is logged and the window goes on: weights
 are retried the next window, a gather set or aggregate already there stays as it is.
+
+Weights go with this node's version key (the package version, `chain.base.NODE_VERSION_KEY`);
+a validator does not start on a subnet whose WeightsVersionKey is higher (`check_version_key`).
+The chain picks set_weights, hash commit-reveal or timelocked commit-reveal from the subnet's
+hyperparameters; each window `post_weights` first reveals due hash commits and reads back
+timelocked ones (`Chain.reveal_pending`).
 """
 
 from __future__ import annotations
@@ -12,6 +18,8 @@ import json
 import logging
 from typing import Any
 
+from gauntlet_jax.chain.base import NODE_VERSION_KEY
+from gauntlet_jax.chain.errors import NodeVersionTooOld
 from gauntlet_jax.compress.plan import CompressionPlan
 from gauntlet_jax.config import Config
 from gauntlet_jax.errors import ChainError, PreconditionFailed, StorageError
@@ -41,6 +49,33 @@ def announce_start_window(node: Node, cfg: Config) -> None:
         pass
 
 
+def check_version_key(node: Node, cfg: Config, node_key: int = NODE_VERSION_KEY) -> None:
+    """Raises NodeVersionTooOld when the subnet demands a newer node than this one."""
+    subnet_key = node.chain.weights_version_key(cfg.chain.netuid)
+    if subnet_key > node_key:
+        raise NodeVersionTooOld(
+            f"netuid {cfg.chain.netuid} requires weights version key {subnet_key} and this node "
+            f"sends {node_key}: upgrade gauntlet-jax before validating"
+        )
+
+
+def reveal_commits(node: Node, cfg: Config, window: int) -> None:
+    """Reveals due hash commits and logs what became of timelocked ones; a failure is retried
+    next window (the pending commits stay with the chain handle)."""
+    try:
+        results = node.chain.reveal_pending(cfg.chain.netuid)
+    except ChainError as e:
+        log.warning("window %d: reveal failed (retried next window): %s", window, e)
+        return
+    for result in results:
+        if result.included:
+            log.info(
+                "window %d: weights revealed (%s) at block %s", window, result.method, result.block
+            )
+        else:
+            log.warning("window %d: %s", window, result.message)
+
+
 def weights_due(window: int, last_posted: int | None, cfg: Config) -> bool:
     """Every `windows_per_weights` windows; a post the chain refused (rate limit, a
     dropped connection) is retried each window until it lands."""
@@ -53,7 +88,9 @@ def weights_due(window: int, last_posted: int | None, cfg: Config) -> bool:
 def post_weights(
     node: Node, cfg: Config, window: int, w: dict[int, float], last_posted: int | None
 ) -> bool:
-    """Posts the positive weights when due; True once the chain included them."""
+    """Posts the positive weights when due; True once the chain included them (for a commit:
+    the commit; its reveal follows in a later window)."""
+    reveal_commits(node, cfg, window)
     if not weights_due(window, last_posted, cfg):
         return False
     uids = sorted(u for u, v in w.items() if v > 0)
@@ -61,7 +98,9 @@ def post_weights(
         log.info("window %d: all weights zero; nothing posted", window)
         return False
     try:
-        result = node.chain.set_weights(cfg.chain.netuid, uids, [w[u] for u in uids], version_key=0)
+        result = node.chain.set_weights(
+            cfg.chain.netuid, uids, [w[u] for u in uids], version_key=NODE_VERSION_KEY
+        )
     except ChainError as e:
         log.warning("window %d: set_weights failed: %s", window, e)
         return False
