@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from gauntlet_jax import __version__
 from gauntlet_jax.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -380,8 +381,14 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+def add_version_flag(parser: Any) -> None:
+    """`--version`: the package version (`gauntlet_jax.__version__`, its one home)."""
+    parser.add_argument("--version", action="version", version=f"gauntlet-jax {__version__}")
+
+
 def add_config_args(parser: Any) -> None:
-    """Adds the shared `--config` / `--set` flags to an argparse parser."""
+    """Adds the shared `--config` / `--set` flags (and `--version`) to an argparse parser."""
+    add_version_flag(parser)
     parser.add_argument("--config", default="local", help="YAML file or name in configs/")
     parser.add_argument(
         "--set",

@@ -251,6 +251,39 @@ def explain(records: Iterable[Mapping[str, Any]], uid: int, last: int = 10) -> s
     return "\n".join(lines)
 
 
+def peer_line(record: Mapping[str, Any] | PeerWindowRecord) -> str:
+    """One peer's window as one log line: the table's columns as `name=value`, unmeasured ones
+    left out (what a log file or journal gets instead of a table cut to its width)."""
+    r = record.to_json() if isinstance(record, PeerWindowRecord) else dict(record)
+    checks = dict(r.get("checks", {}))
+    theta = checks.pop("theta", None)
+    bad = [f"{k}={v}" for k, v in checks.items() if v not in ("ok", True)]
+    parts = [
+        f"window {r['window']} uid {r['uid']}:",
+        "checks " + ("ok" if not bad else ",".join(bad)),
+        f"gather={'yes' if r.get('in_gather') else 'no'}",
+        f"evaluated={'yes' if r.get('evaluated') else 'no'}",
+    ]
+    for name, key, fmt in (
+        ("Δown", "improvement_own", None),
+        ("Δrand", "improvement_random", None),
+        ("b", "binary", "+.0f"),
+        ("μ", "mu", ".2f"),
+        ("σ", "sigma", ".2f"),
+        ("ordinal", "ordinal", ".2f"),
+        ("BMA", "bma", ".3f"),
+        ("sync", "sync_score", ".2f"),
+    ):
+        if r.get(key) is not None:
+            parts.append(f"{name}={_pct(r[key]) if fmt is None else _f(r[key], fmt)}")
+    if theta:
+        parts.append(f"θ={theta}")
+    if r.get("slashes"):
+        parts.append("slashes=" + ",".join(r["slashes"]))
+    parts.append(f"final={_f(r.get('final'), '.4g')} weight={_f(r.get('weight'), '.3f')}")
+    return " ".join(parts)
+
+
 def render_window_table(records: Iterable[Mapping[str, Any] | PeerWindowRecord]) -> Table:
     """A rich table of one window's peer records (sorted by weight, heaviest first)."""
     rows = [r.to_json() if isinstance(r, PeerWindowRecord) else dict(r) for r in records]
