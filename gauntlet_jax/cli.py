@@ -72,6 +72,9 @@ def setup_logging(level: str, stream: TextIO | None = None) -> None:
         raise ConfigError(
             f"--log-level {level!r}: expected DEBUG, INFO, WARNING, ERROR or CRITICAL"
         ) from None
+    if logging.getLogger().level > logging.DEBUG:
+        # Orbax logs each checkpoint manager's whole option set at INFO through absl.
+        logging.getLogger("absl").setLevel(logging.WARNING)
 
 
 def run_guarded(body: Callable[[], int | None]) -> int:

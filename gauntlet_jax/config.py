@@ -20,7 +20,8 @@ import yaml
 from gauntlet_jax import __version__
 from gauntlet_jax.errors import ConfigError
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+# Package data (a link to the repository's configs/ in a checkout, the files in a wheel).
+CONFIG_DIR = Path(__file__).parent / "configs"
 
 
 @dataclass(frozen=True)
@@ -244,6 +245,10 @@ class RunConfig:
     out_dir: str = "runs/local"
     log_every: int = 1
     tensorboard: bool = True
+    # Prometheus endpoint with the per-window figures (node.metrics.PrometheusExporter):
+    # 0 = off; bound to prometheus_addr, loopback unless you mean to expose it.
+    prometheus_port: int = 0
+    prometheus_addr: str = "127.0.0.1"
 
 
 @dataclass(frozen=True)
@@ -340,11 +345,13 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def resolve_config_path(path: str | Path) -> Path:
-    """A path as given, or a bare name (`tiny`) looked up in configs/."""
+    """A path as given, or a bare name (`tiny`) looked up in configs/; `configs/tiny.yaml` also
+    finds the packaged file where there is no checkout (an installed wheel)."""
     p = Path(path)
     if p.exists():
         return p
-    for candidate in (CONFIG_DIR / p, CONFIG_DIR / f"{p}.yaml"):
+    inside = Path(*p.parts[1:]) if len(p.parts) > 1 and p.parts[0] == "configs" else p
+    for candidate in (CONFIG_DIR / inside, CONFIG_DIR / f"{inside}.yaml"):
         if candidate.exists():
             return candidate
     raise ConfigError(f"config file {str(path)!r} not found (looked in . and {CONFIG_DIR})")

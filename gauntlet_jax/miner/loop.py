@@ -33,6 +33,8 @@ from gauntlet_jax.data.pages import batches_for
 from gauntlet_jax.errors import PreconditionFailed, StorageError
 from gauntlet_jax.model import grad, llama
 from gauntlet_jax.model.sharding import to_host
+from gauntlet_jax.node import multihost
+from gauntlet_jax.node.metrics import open_exporter
 from gauntlet_jax.node.replica import Replica, node_placement
 from gauntlet_jax.node.stack import stack_string
 from gauntlet_jax.node.startup import (
@@ -67,6 +69,18 @@ class WindowReport:
     gather_size: int = 0
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+
+    def figures(self) -> dict[str, float]:
+        """The numbers of the window (what the Prometheus endpoint shows)."""
+        return {
+            "micro_batches": self.n_batches,
+            "train_loss": self.train_loss,
+            "uploaded_bytes": self.uploaded_bytes,
+            "upload_seconds": self.upload_s,
+            "gathered": self.gathered,
+            "gather_size": self.gather_size,
+            "window_seconds": self.seconds,
+        }
 
     def line(self, uid: int) -> str:
         """The window in one log line."""
@@ -255,6 +269,10 @@ class Miner:
         were trained in this process, or window `until_window` is behind."""
         self.start(stop)
         assert self.replica is not None
+        run = self.cfg.run
+        exporter = open_exporter(
+            "miner", run.prometheus_port, run.prometheus_addr, enabled=multihost.is_leader()
+        )
         reports = []
         while not stop.is_set() and (max_windows is None or len(reports) < max_windows):
             window = self.replica.next_window
@@ -280,4 +298,8 @@ class Miner:
             report = self.run_window(window)
             reports.append(report)
             log.info("%s", report.line(self.uid))
+            if exporter is not None:
+                exporter.window(window, report.figures())
+        if exporter is not None:
+            exporter.close()
         return reports

@@ -39,7 +39,12 @@ from rich.console import Console
 from gauntlet_jax.config import Config
 from gauntlet_jax.data.corpus import TokenCorpus
 from gauntlet_jax.node import multihost
-from gauntlet_jax.node.metrics import MetricsLogger, peer_line, render_window_table
+from gauntlet_jax.node.metrics import (
+    MetricsLogger,
+    open_exporter,
+    peer_line,
+    render_window_table,
+)
 from gauntlet_jax.node.replica import Replica, node_placement
 from gauntlet_jax.node.stack import StackWarnings
 from gauntlet_jax.node.startup import (
@@ -88,7 +93,12 @@ class Validator:
             lambda: load_state(self.state_path, self.vcfg.seed)
         )
         self.metrics = MetricsLogger(
-            self.out_dir, tensorboard=cfg.run.tensorboard, write=self.writes
+            self.out_dir,
+            tensorboard=cfg.run.tensorboard,
+            write=self.writes,
+            exporter=open_exporter(
+                "validator", cfg.run.prometheus_port, cfg.run.prometheus_addr, enabled=self.writes
+            ),
         )
         self.replica: Replica | None = None
         self.checkpoints = checkpoint_store(cfg, node.name)
