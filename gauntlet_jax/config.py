@@ -17,9 +17,11 @@ from typing import Any
 
 import yaml
 
+from gauntlet_jax import __version__
 from gauntlet_jax.errors import ConfigError
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+# Package data (a link to the repository's configs/ in a checkout, the files in a wheel).
+CONFIG_DIR = Path(__file__).parent / "configs"
 
 
 @dataclass(frozen=True)
@@ -246,6 +248,10 @@ class RunConfig:
     out_dir: str = "runs/local"
     log_every: int = 1
     tensorboard: bool = True
+    # Prometheus endpoint with the per-window figures (node.metrics.PrometheusExporter):
+    # 0 = off; bound to prometheus_addr, loopback unless you mean to expose it.
+    prometheus_port: int = 0
+    prometheus_addr: str = "127.0.0.1"
 
 
 @dataclass(frozen=True)
@@ -342,11 +348,13 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def resolve_config_path(path: str | Path) -> Path:
-    """A path as given, or a bare name (`tiny`) looked up in configs/."""
+    """A path as given, or a bare name (`tiny`) looked up in configs/; `configs/tiny.yaml` also
+    finds the packaged file where there is no checkout (an installed wheel)."""
     p = Path(path)
     if p.exists():
         return p
-    for candidate in (CONFIG_DIR / p, CONFIG_DIR / f"{p}.yaml"):
+    inside = Path(*p.parts[1:]) if len(p.parts) > 1 and p.parts[0] == "configs" else p
+    for candidate in (CONFIG_DIR / inside, CONFIG_DIR / f"{inside}.yaml"):
         if candidate.exists():
             return candidate
     raise ConfigError(f"config file {str(path)!r} not found (looked in . and {CONFIG_DIR})")
@@ -383,8 +391,14 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+def add_version_flag(parser: Any) -> None:
+    """`--version`: the package version (`gauntlet_jax.__version__`, its one home)."""
+    parser.add_argument("--version", action="version", version=f"gauntlet-jax {__version__}")
+
+
 def add_config_args(parser: Any) -> None:
-    """Adds the shared `--config` / `--set` flags to an argparse parser."""
+    """Adds the shared `--config` / `--set` flags (and `--version`) to an argparse parser."""
+    add_version_flag(parser)
     parser.add_argument("--config", default="local", help="YAML file or name in configs/")
     parser.add_argument(
         "--set",

@@ -20,6 +20,25 @@ class DataError(GauntletError):
     """Tokenizer or token shards are missing or malformed."""
 
 
+class MissingExtra(GauntletError):
+    """A command needs an optional dependency group that is not installed (names the extra)."""
+
+    def __init__(self, what: str, extra: str, module: str) -> None:
+        self.extra = extra
+        super().__init__(
+            f"{what} needs {module}: pip install 'gauntlet-jax[{extra}]' (or pip install {module})"
+        )
+
+
+class RegistrationError(GauntletError):
+    """This node's hotkey is missing, malformed or not registered (or not permitted) on the
+    subnet: the operator must act."""
+
+
+class VersionMismatch(GauntletError):
+    """This node runs another version than the network accepts (e.g. the weights version key)."""
+
+
 class PeerFault(GauntletError):
     """A peer did something the protocol penalises. `uid` names the peer, `fault` the reason."""
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from collections.abc import Sequence
 from typing import Any
 
 import jax
 
+from gauntlet_jax.cli import run_guarded
 from gauntlet_jax.compress.plan import make_plan, payload_stats
 from gauntlet_jax.config import Config, add_config_args, config_from_args
 from gauntlet_jax.model import llama
@@ -65,12 +67,12 @@ def model_info(cfg: Config) -> dict[str, Any]:
     }
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gauntlet_jax.info", description=__doc__)
     add_config_args(parser)
     args = parser.parse_args(argv)
-    print(json.dumps(model_info(config_from_args(args)), indent=2))
+    return run_guarded(lambda: print(json.dumps(model_info(config_from_args(args)), indent=2)))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

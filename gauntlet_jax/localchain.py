@@ -20,7 +20,8 @@ from pathlib import Path
 from gauntlet_jax.chain.keys import dev_hotkey, dev_uri
 from gauntlet_jax.chain.local import LocalChain
 from gauntlet_jax.chain.local_store import path_from_sqlite_url
-from gauntlet_jax.config import Config, add_config_args, config_from_args
+from gauntlet_jax.cli import run_guarded
+from gauntlet_jax.config import Config, add_config_args, add_version_flag, config_from_args
 from gauntlet_jax.errors import ChainError
 
 
@@ -120,6 +121,7 @@ def show_network(cfg: Config) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gauntlet_jax.localchain", description=__doc__)
+    add_version_flag(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     create = sub.add_parser("create", help="create a local network with N registered neurons")
     add_config_args(create)
@@ -133,26 +135,25 @@ def main(argv: list[str] | None = None) -> int:
     add_config_args(advance)
     advance.add_argument("--blocks", type=int, default=1)
     args = parser.parse_args(argv)
+    return run_guarded(lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> None:
     cfg = config_from_args(args)
-    try:
-        if args.command == "create":
-            out = create_network(
-                cfg,
-                args.neurons,
-                force=args.force,
-                manual_clock=args.manual_clock,
-                rate_limit=args.rate_limit,
-            )
-        elif args.command == "show":
-            out = show_network(cfg)
-        else:
-            with LocalChain(_chain_path(cfg), block_time_s=cfg.chain.block_time_s) as chain:
-                out = {"block": chain.advance(args.blocks)}
-    except ChainError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    if args.command == "create":
+        out = create_network(
+            cfg,
+            args.neurons,
+            force=args.force,
+            manual_clock=args.manual_clock,
+            rate_limit=args.rate_limit,
+        )
+    elif args.command == "show":
+        out = show_network(cfg)
+    else:
+        with LocalChain(_chain_path(cfg), block_time_s=cfg.chain.block_time_s) as chain:
+            out = {"block": chain.advance(args.blocks)}
     print(json.dumps(out, indent=2))
-    return 0
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
+from gauntlet_jax.cli import exit_code
 from gauntlet_jax.config import StorageConfig, add_config_args, config_from_args
 from gauntlet_jax.data.demo_corpus import demo_documents, merge_blocks, prepare_demo
 from gauntlet_jax.data.shard_format import MANIFEST_NAME
@@ -231,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
     except GauntletError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return exit_code(exc)
     elapsed = time.perf_counter() - started
     size = sum(s["bytes"] for s in manifest["shards"])
     print(

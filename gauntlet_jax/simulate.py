@@ -21,15 +21,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from gauntlet_jax.cli import EX_CONFIG, exit_code, setup_logging
 from gauntlet_jax.config import add_config_args, config_from_args
-from gauntlet_jax.errors import GauntletError
+from gauntlet_jax.errors import GauntletError, MissingExtra
 from gauntlet_jax.sim.peers import build_peers, parse_peers
 from gauntlet_jax.sim.run import SimOptions, run_simulation
 
@@ -75,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="upload-timing randomness")
     parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(args.log_level)
 
     preset = SCENARIOS[args.scenario]
     spec = args.peers or str(preset["peers"])
@@ -98,13 +98,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary = run_simulation(
             cfg, peers, args.out, options, force=args.force, progress_factory=tqdm
         )
-    except (GauntletError, FileExistsError) as e:
+    except GauntletError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return exit_code(e)
+    except FileExistsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EX_CONFIG
     out = Path(args.out)
     if not args.no_report:
-        from gauntlet_jax.report import build_report
-
+        try:
+            from gauntlet_jax.report import build_report
+        except ModuleNotFoundError as e:
+            print(f"error: {MissingExtra('report.html', 'report', str(e.name))}", file=sys.stderr)
+            return EX_CONFIG
         report = build_report(out)
         print(f"report: {report}", file=sys.stderr)
     brief = {

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from gauntlet_jax.cli import run_guarded
 from gauntlet_jax.config import Config, add_config_args, config_from_args
 from gauntlet_jax.data.corpus import TokenCorpus, open_corpus
 from gauntlet_jax.data.pages import heldout_batches, random_batches
@@ -104,17 +106,21 @@ def train(
     return result
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gauntlet_jax.train_demo", description=__doc__)
     add_config_args(parser)
     parser.add_argument("--steps", type=int, default=300, help="AdamW steps")
     parser.add_argument("--eval-every", type=int, default=50, help="held-out evaluation cadence")
     parser.add_argument("--micro", type=int, default=1, help="micro-batches per step")
     args = parser.parse_args(argv)
-    cfg = config_from_args(args)
-    result = train(cfg, args.steps, eval_every=args.eval_every, micro=args.micro)
-    print(json.dumps({"config": cfg.name, "steps": args.steps, **result.as_dict()}))
+
+    def body() -> None:
+        cfg = config_from_args(args)
+        result = train(cfg, args.steps, eval_every=args.eval_every, micro=args.micro)
+        print(json.dumps({"config": cfg.name, "steps": args.steps, **result.as_dict()}))
+
+    return run_guarded(body)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from tensorboardX.proto import event_pb2
 from gauntlet_jax.node.metrics import (
     MetricsLogger,
     PeerWindowRecord,
+    PrometheusExporter,
     explain,
     read_records,
     render_window_table,
@@ -149,3 +151,27 @@ def test_render_window_table():
     assert cells[0][1:7] == ["ok", "●", "●", "+1.000%", "+0.500%", "+1"]
     assert cells[0][-2:] == ["6.336", "0.750"]
     assert cells[1][1] == "put_window=too_late" and cells[1][-3] == "late"
+
+
+def test_prometheus_endpoint_serves_the_window_and_peer_figures(tmp_path: Path) -> None:
+    exporter = PrometheusExporter("validator", 0)  # port 0: any free port
+    assert exporter.server.server_address[0] == "127.0.0.1"
+    with MetricsLogger(tmp_path, tensorboard=False, exporter=exporter) as metrics:
+        metrics.log_window(3, {"gathered": 2, "lr": 0.5, "posted_weights": True, "note": "x"})
+        metrics.log_peer(PeerWindowRecord(window=3, uid=7, final=0.25, weight=1.0, mu=None))
+        url = f"http://127.0.0.1:{exporter.port}/metrics"
+        with urllib.request.urlopen(url, timeout=30) as response:
+            text = response.read().decode()
+    values = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in text.splitlines()
+        if line.startswith("gauntlet_")
+    }
+    assert values["gauntlet_validator_window"] == 3
+    assert values["gauntlet_validator_gathered"] == 2
+    assert values["gauntlet_validator_lr"] == 0.5
+    assert values["gauntlet_validator_posted_weights"] == 1
+    assert values['gauntlet_validator_peer_final{uid="7"}'] == 0.25
+    assert values['gauntlet_validator_peer_weight{uid="7"}'] == 1.0
+    assert not any(k.startswith("gauntlet_validator_peer_mu") for k in values)
+    assert "gauntlet_validator_note" not in values

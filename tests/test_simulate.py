@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from gauntlet_jax import simulate
+from gauntlet_jax.cli import EX_CONFIG
 from gauntlet_jax.node.metrics import read_records
 
 pytestmark = pytest.mark.slow
@@ -110,5 +111,5 @@ def test_report_was_built(run_dir: Path) -> None:
 
 def test_refuses_to_overwrite_an_earlier_run(run_dir: Path) -> None:
     code = simulate.main(["--peers", "honest:1", "--windows", "1", "--out", str(run_dir)])
-    assert code == 2
+    assert code == EX_CONFIG
     assert (run_dir / "summary.json").exists()

@@ -51,8 +51,8 @@ else
 fi
 case "$from" in
 build)
-	version=$(sed -n 's/^version *= *"\([^"]*\)".*/\1/p' "$REPO_ROOT/pyproject.toml" | head -n 1)
-	[[ -n $version ]] || die "no static version in $REPO_ROOT/pyproject.toml; build one and pass --wheel"
+	version=$(sed -n 's/^__version__ *= *"\([^"]*\)".*/\1/p' "$REPO_ROOT/gauntlet_jax/__init__.py" | head -n 1)
+	[[ -n $version ]] || die "no __version__ in $REPO_ROOT/gauntlet_jax/__init__.py; build one and pass --wheel"
 	WHEEL=$REPO_ROOT/dist/gauntlet_jax-$version-py3-none-any.whl
 	run "${PYTHON:-python3}" -m pip wheel --no-deps --quiet --wheel-dir "$REPO_ROOT/dist" "$REPO_ROOT"
 	if [[ $DRY_RUN != 1 && ! -f $WHEEL ]]; then

@@ -44,6 +44,7 @@ from gauntlet_jax.bench.compress import bench_compress
 from gauntlet_jax.bench.measure import Machine, Measured, Options, probe_machine, profile_call
 from gauntlet_jax.bench.score import bench_score
 from gauntlet_jax.bench.train import bench_train
+from gauntlet_jax.cli import run_guarded
 from gauntlet_jax.config import Config, add_config_args, config_from_args
 
 KINDS = ("score", "train", "compress", "aggregate")
@@ -127,6 +128,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         profile=args.profile,
     )
     kinds = KINDS if args.kind == "all" else (args.kind,)
-    run(kinds, config_from_args(args), opts)
-    sys.stdout.flush()
-    return 0
+    return run_guarded(lambda: run(kinds, config_from_args(args), opts) and None)

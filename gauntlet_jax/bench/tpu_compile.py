@@ -41,8 +41,9 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 
 from gauntlet_jax.bench.tpu_topology import GIB, libtpu_version, parse_topology, topology_devices
+from gauntlet_jax.cli import run_guarded
 from gauntlet_jax.config import Config, add_config_args, config_from_args
-from gauntlet_jax.errors import ConfigError, GauntletError
+from gauntlet_jax.errors import ConfigError
 from gauntlet_jax.model import grad, llama, sharding
 from gauntlet_jax.node.placement import Placement
 from gauntlet_jax.node.replica import plan_for
@@ -290,11 +291,7 @@ def main(
     parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     add_compile_args(parser)
     args = parser.parse_args(argv)
-    try:
-        return run_compile(args)
-    except GauntletError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_guarded(lambda: run_compile(args))
 
 
 if __name__ == "__main__":

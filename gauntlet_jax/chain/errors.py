@@ -10,7 +10,7 @@ chain raises the same pallet errors for the same checks, so callers handle both 
 
 from __future__ import annotations
 
-from gauntlet_jax.errors import ChainError
+from gauntlet_jax.errors import ChainError, RegistrationError, VersionMismatch
 
 
 class ChainConnectionError(ChainError):
@@ -25,7 +25,7 @@ class ChainDataError(ChainError):
     """Data read from the chain is malformed (wrong type, too long, forbidden characters …)."""
 
 
-class HotkeyError(ChainError):
+class HotkeyError(ChainError, RegistrationError):
     """A hotkey could not be loaded. Messages never contain the secret."""
 
 
@@ -101,7 +101,7 @@ class CommittingWeightsTooFast(WeightsRateLimited):
     """Fewer than WeightsSetRateLimit blocks since this uid's last commit."""
 
 
-class NotRegistered(PalletError):
+class NotRegistered(PalletError, RegistrationError):
     """The signing hotkey is not registered (on this subnet or at all)."""
 
 
@@ -117,7 +117,7 @@ class HotKeyAccountNotExists(NotRegistered):
     pass
 
 
-class SubnetNotExists(PalletError):
+class SubnetNotExists(PalletError, RegistrationError):
     """The netuid does not exist."""
 
 
@@ -125,7 +125,7 @@ class SubNetworkDoesNotExist(SubnetNotExists):
     """Older runtimes' name for SubnetNotExists."""
 
 
-class IncorrectWeightVersionKey(PalletError):
+class IncorrectWeightVersionKey(PalletError, VersionMismatch):
     pass
 
 
@@ -153,7 +153,7 @@ class DuplicateUids(PalletError):
     pass
 
 
-class NeuronNoValidatorPermit(PalletError):
+class NeuronNoValidatorPermit(PalletError, RegistrationError):
     pass
 
 

@@ -74,7 +74,7 @@ def _keypair_from_secret(secret: str, source: str) -> Keypair:
         # Dev URIs (//Alice), and mnemonics with or without a derivation path.
         return Keypair.create_from_uri(text, crypto_type=KeypairType.SR25519)
     except (ValueError, NotImplementedError, TypeError, IndexError, KeyError):
-        kind = "a URI" if text.startswith("/") else "a mnemonic or URI"
+        kind = "URI" if text.startswith("/") else "mnemonic, URI"
         raise HotkeyError(f"hotkey from {source}: not a valid {kind} or 32-byte hex seed") from None
 
 

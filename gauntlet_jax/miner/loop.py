@@ -33,7 +33,10 @@ from gauntlet_jax.data.pages import batches_for
 from gauntlet_jax.errors import PreconditionFailed, StorageError
 from gauntlet_jax.model import grad, llama
 from gauntlet_jax.model.sharding import to_host
+from gauntlet_jax.node import multihost
+from gauntlet_jax.node.metrics import open_exporter
 from gauntlet_jax.node.replica import Replica, node_placement
+from gauntlet_jax.node.stack import stack_string
 from gauntlet_jax.node.startup import (
     Node,
     checkpoint_store,
@@ -61,10 +64,36 @@ class WindowReport:
     n_batches: int = 0
     train_loss: float = float("nan")
     uploaded_bytes: int = 0
+    upload_s: float = 0.0
     gathered: int = 0
     gather_size: int = 0
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+
+    def figures(self) -> dict[str, float]:
+        """The numbers of the window (what the Prometheus endpoint shows)."""
+        return {
+            "micro_batches": self.n_batches,
+            "train_loss": self.train_loss,
+            "uploaded_bytes": self.uploaded_bytes,
+            "upload_seconds": self.upload_s,
+            "gathered": self.gathered,
+            "gather_size": self.gather_size,
+            "window_seconds": self.seconds,
+        }
+
+    def line(self, uid: int) -> str:
+        """The window in one log line."""
+        upload = (
+            f"uploaded {self.uploaded_bytes / 1e6:.2f} MB in {self.upload_s:.1f}s"
+            if self.uploaded_bytes
+            else "nothing uploaded"
+        )
+        return (
+            f"miner {uid} window {self.window}: {self.n_batches} micro-batches, loss "
+            f"{self.train_loss:.4f}, {upload}, gathered {self.gathered}/{self.gather_size}, "
+            f"{self.seconds:.1f}s"
+        )
 
 
 # A payload transform: (window, honest payload bytes) → bytes to upload, or None to upload nothing.
@@ -91,6 +120,7 @@ class Miner:
         self.momentum_steps = 0
         self.checkpoints = checkpoint_store(cfg, node.name)
         self.placement = node_placement(cfg)
+        self.stack = stack_string()  # published with every window's probes
 
     @property
     def uid(self) -> int:
@@ -98,8 +128,14 @@ class Miner:
 
     def start(self, stop: threading.Event, start_timeout_s: float = 600.0) -> Replica:
         """Waits for the run's start window, then catches θ up to the current window."""
+        log.info(
+            "miner uid %d: compiling the window's programs (a minute or more on CPU)", self.uid
+        )
+        t0 = time.perf_counter()
         self.warm_up()
+        log.info("miner uid %d: compiled in %.1fs", self.uid, time.perf_counter() - t0)
         self.node.commit_bucket()  # published once compiled: a committed miner is ready
+        log.info("miner uid %d: waiting for the lead validator's start window", self.uid)
         start = self.node.wait_for_start_window(stop, start_timeout_s)
         replica, momentum = restore_replica(self.cfg, self.checkpoints, start, self.placement)
         self.replica = replica
@@ -179,7 +215,11 @@ class Miner:
         _, mask = self.replica.apply_gathered(window, list(fetched.values()))
         maybe_checkpoint(self.cfg, self.checkpoints, self.replica, self.momentum)
         probes = encode_probes(
-            self.uid, window, self.replica.probes(window), self.replica.fingerprint()
+            self.uid,
+            window,
+            self.replica.probes(window),
+            self.replica.fingerprint(),
+            stack=self.stack,
         )
         name = names.debug_name(window, self.uid, self.cfg.protocol.version)
         try:
@@ -202,7 +242,9 @@ class Miner:
         opens = node.network.window_end_time(window) + UPLOAD_MARGIN_S
         while node.current_window() <= window or node.now() < opens:
             time.sleep(0.05)
+        t_upload = time.perf_counter()
         report.uploaded_bytes = self.upload(window, payload)
+        report.upload_s = time.perf_counter() - t_upload
         report.gathered, report.gather_size = self.apply_window(window)
         self.cleanup(window)
         report.seconds = node.now() - t0
@@ -227,6 +269,10 @@ class Miner:
         were trained in this process, or window `until_window` is behind."""
         self.start(stop)
         assert self.replica is not None
+        run = self.cfg.run
+        exporter = open_exporter(
+            "miner", run.prometheus_port, run.prometheus_addr, enabled=multihost.is_leader()
+        )
         reports = []
         while not stop.is_set() and (max_windows is None or len(reports) < max_windows):
             window = self.replica.next_window
@@ -235,24 +281,25 @@ class Miner:
             current = self.node.current_window()
             if current > window + 1:
                 # Fell behind (slow windows, restart): follow closed windows without training.
+                log.info(
+                    "miner %d: catching up from window %d to %d", self.uid, window, current - 1
+                )
                 self.node.catch_up(self.replica, current - 1)
                 continue
             if current == window + 1:
                 # Too late to train for `window`; its put window may still be open: apply it.
+                log.info(
+                    "miner %d window %d: too late to train, applying it only", self.uid, window
+                )
                 self.apply_window(window)
                 continue
             if not self.node.wait_for_window(window, stop):
                 break
             report = self.run_window(window)
             reports.append(report)
-            log.info(
-                "miner %d window %d: %d batches, loss %.4f, %d/%d gathered, %.1fs",
-                self.uid,
-                window,
-                report.n_batches,
-                report.train_loss,
-                report.gathered,
-                report.gather_size,
-                report.seconds,
-            )
+            log.info("%s", report.line(self.uid))
+            if exporter is not None:
+                exporter.window(window, report.figures())
+        if exporter is not None:
+            exporter.close()
         return reports

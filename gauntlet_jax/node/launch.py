@@ -6,19 +6,19 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
-import sys
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from rich.logging import RichHandler
-
 from gauntlet_jax.chain import open_chain
+from gauntlet_jax.cli import run_guarded, setup_logging
 from gauntlet_jax.config import Config, add_config_args, config_from_args
 from gauntlet_jax.data.corpus import TokenCorpus, open_corpus
-from gauntlet_jax.errors import GauntletError
 from gauntlet_jax.node.multihost import leader_opened, maybe_initialize, shared_stop
+from gauntlet_jax.node.stack import stack_string
 from gauntlet_jax.node.startup import Node
+
+log = logging.getLogger(__name__)
 
 
 def parse_role_args(
@@ -45,17 +45,8 @@ def parse_role_args(
         metavar="W",
         help="stop once window W is done (a bounded run or a replay; a restart resumes before it)",
     )
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     return parser.parse_args(argv)
-
-
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(message)s",
-        datefmt="[%X]",
-        handlers=[RichHandler(show_path=False, rich_tracebacks=False)],
-    )
 
 
 def stop_on_signals() -> threading.Event:
@@ -78,6 +69,12 @@ def open_node(args: argparse.Namespace) -> tuple[Config, Node, TokenCorpus, thre
     # First, before anything touches a device: joins the multi-host job on a TPU pod slice
     # (mesh.distributed), so jax.devices() spans every host.
     maybe_initialize(cfg.mesh)
+    log.info(
+        "gauntlet-jax node %s, config %s: %s",
+        args.hotkey,
+        cfg.name,
+        stack_string(),
+    )
     stop = shared_stop(stop_on_signals())
     chain = leader_opened(lambda: open_chain(cfg.chain), ("hotkey",))
     node = Node.connect(cfg, args.hotkey, chain, commit=False)  # the role commits when ready
@@ -95,14 +92,14 @@ def run_role(
     body: RoleBody,
     extra: Sequence[tuple[str, dict[str, Any]]] = (),
 ) -> int:
-    """An entry point: parses, opens the node and runs `body`; a GauntletError (bad config, not
-    registered, …) is printed as one line and exits 2."""
+    """An entry point: parses, opens the node and runs `body`; a GauntletError is printed as one
+    line and exits with the code of its kind (`gauntlet_jax.cli`: 78 fix the config, 75 try
+    again)."""
     args = parse_role_args(prog, doc, argv, extra)
-    setup_logging(args.log_level)
-    try:
+
+    def main() -> None:
+        setup_logging(args.log_level)
         cfg, node, corpus, stop = open_node(args)
         body(args, cfg, node, corpus, stop)
-    except GauntletError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_guarded(main)

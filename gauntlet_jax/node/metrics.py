@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import CollectorRegistry, Gauge, start_http_server
 from rich.table import Table
 
 METRICS_FILE = "metrics.jsonl"
@@ -81,10 +82,16 @@ class MetricsLogger:
     """Appends peer and window records to `<out_dir>/metrics.jsonl`; optional TensorBoard."""
 
     def __init__(
-        self, out_dir: str | Path, tensorboard: bool = True, *, write: bool = True
+        self,
+        out_dir: str | Path,
+        tensorboard: bool = True,
+        *,
+        write: bool = True,
+        exporter: PrometheusExporter | None = None,
     ) -> None:
         """`write=False` records nothing (a follower process of a multi-host validator: the
-        leader writes the metrics)."""
+        leader writes the metrics); `exporter` also gets every record's figures."""
+        self.exporter = exporter
         self.out_dir = Path(out_dir)
         self.path = self.out_dir / METRICS_FILE
         self._file = None
@@ -104,6 +111,8 @@ class MetricsLogger:
 
     def log_peer(self, record: PeerWindowRecord) -> None:
         self._write(record.to_json())
+        if self.exporter is not None:
+            self.exporter.peer(record)
         if self._writer is not None:
             for name in (
                 "final",
@@ -124,6 +133,8 @@ class MetricsLogger:
 
     def log_window(self, window: int, fields: Mapping[str, Any]) -> None:
         self._write({"kind": "window", "window": window, **_clean(dict(fields))})
+        if self.exporter is not None:
+            self.exporter.window(window, fields)
         if self._writer is not None:
             for name, value in fields.items():
                 numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -149,6 +160,9 @@ class MetricsLogger:
         return explain(self.records(), uid, last=last)
 
     def close(self) -> None:
+        if self.exporter is not None:
+            self.exporter.close()
+            self.exporter = None
         if self._file is not None:
             self._file.flush()
             os.fsync(self._file.fileno())
@@ -162,6 +176,57 @@ class MetricsLogger:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# Per-peer figures exported as gauges labelled by uid (the validator's view of each peer).
+PROMETHEUS_PEER_FIELDS = ("final", "weight", "ordinal", "mu", "sigma", "bma", "sync_score")
+
+
+class PrometheusExporter:
+    """The per-window figures of a validator or miner as Prometheus gauges on
+    http://ADDR:PORT/metrics: `gauntlet_<role>_<name>` for window figures, and for a validator
+    `gauntlet_validator_peer_<field>{uid="…"}` per peer. Off unless run.prometheus_port is set."""
+
+    def __init__(self, role: str, port: int, addr: str = "127.0.0.1") -> None:
+        self.role = role
+        self.registry = CollectorRegistry()
+        self._gauges: dict[str, Gauge] = {}
+        self.server, self.thread = start_http_server(port, addr=addr, registry=self.registry)
+        self.port = self.server.server_port
+
+    def _gauge(self, name: str, labels: tuple[str, ...] = ()) -> Gauge:
+        if name not in self._gauges:
+            self._gauges[name] = Gauge(
+                f"gauntlet_{self.role}_{name}",
+                f"{self.role} per-window figure {name}",
+                labels,
+                registry=self.registry,
+            )
+        return self._gauges[name]
+
+    def window(self, window: int, fields: Mapping[str, Any]) -> None:
+        """Sets `window` and every finite numeric field (booleans as 0/1)."""
+        self._gauge("window").set(window)
+        for name, value in fields.items():
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                self._gauge(name).set(float(value))
+
+    def peer(self, record: PeerWindowRecord) -> None:
+        for name in PROMETHEUS_PEER_FIELDS:
+            value = getattr(record, name)
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                self._gauge(f"peer_{name}", ("uid",)).labels(uid=str(record.uid)).set(value)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def open_exporter(
+    role: str, port: int, addr: str, *, enabled: bool = True
+) -> PrometheusExporter | None:
+    """The role's exporter when `port` is set (and this process writes metrics), else None."""
+    return PrometheusExporter(role, port, addr) if port and enabled else None
 
 
 def read_records(path: str | Path) -> list[dict[str, Any]]:
@@ -249,6 +314,39 @@ def explain(records: Iterable[Mapping[str, Any]], uid: int, last: int = 10) -> s
             "  failed checks now: " + ", ".join(f"{k}={v}" for k, v in failed.items()) + "."
         )
     return "\n".join(lines)
+
+
+def peer_line(record: Mapping[str, Any] | PeerWindowRecord) -> str:
+    """One peer's window as one log line: the table's columns as `name=value`, unmeasured ones
+    left out (what a log file or journal gets instead of a table cut to its width)."""
+    r = record.to_json() if isinstance(record, PeerWindowRecord) else dict(record)
+    checks = dict(r.get("checks", {}))
+    theta = checks.pop("theta", None)
+    bad = [f"{k}={v}" for k, v in checks.items() if v not in ("ok", True)]
+    parts = [
+        f"window {r['window']} uid {r['uid']}:",
+        "checks " + ("ok" if not bad else ",".join(bad)),
+        f"gather={'yes' if r.get('in_gather') else 'no'}",
+        f"evaluated={'yes' if r.get('evaluated') else 'no'}",
+    ]
+    for name, key, fmt in (
+        ("Δown", "improvement_own", None),
+        ("Δrand", "improvement_random", None),
+        ("b", "binary", "+.0f"),
+        ("μ", "mu", ".2f"),
+        ("σ", "sigma", ".2f"),
+        ("ordinal", "ordinal", ".2f"),
+        ("BMA", "bma", ".3f"),
+        ("sync", "sync_score", ".2f"),
+    ):
+        if r.get(key) is not None:
+            parts.append(f"{name}={_pct(r[key]) if fmt is None else _f(r[key], fmt)}")
+    if theta:
+        parts.append(f"θ={theta}")
+    if r.get("slashes"):
+        parts.append("slashes=" + ",".join(r["slashes"]))
+    parts.append(f"final={_f(r.get('final'), '.4g')} weight={_f(r.get('weight'), '.3f')}")
+    return " ".join(parts)
 
 
 def render_window_table(records: Iterable[Mapping[str, Any] | PeerWindowRecord]) -> Table:

@@ -16,7 +16,7 @@ from typing import Any
 
 from gauntlet_jax.chain.base import Chain
 from gauntlet_jax.config import Config
-from gauntlet_jax.errors import ChainError, CheckpointError, GauntletError
+from gauntlet_jax.errors import ChainError, CheckpointError, GauntletError, RegistrationError
 from gauntlet_jax.node import multihost
 from gauntlet_jax.node.network import Network
 from gauntlet_jax.node.placement import Placement
@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 
 # Extra wall time after the put window closes before a node gathers (clock skew, slow writes).
 GATHER_GRACE_S = 0.5
+# Progress lines: one per this many windows caught up, one per this many seconds of waiting.
+CATCH_UP_LOG_EVERY = 50
+START_LOG_EVERY = 15
 
 
 class NodeError(GauntletError):
@@ -66,11 +69,16 @@ class Node:
         bucket = network.open(url)
         hotkey = chain.hotkey
         if hotkey is None:
-            raise NodeError("no hotkey: set the secret in the env var named by chain.key_env")
+            raise RegistrationError(
+                f"no hotkey: set the env var {cfg.chain.key_env} (chain.key_env) to the hotkey's "
+                "secret (a //URI, a mnemonic or a hex seed), or chain.key_file to a file holding it"
+            )
         graph = network.refresh()
         uid = graph.uid_of(hotkey)
         if uid is None:
-            raise NodeError(f"hotkey {hotkey} is not registered on netuid {cfg.chain.netuid}")
+            raise RegistrationError(
+                f"hotkey {hotkey} is not registered on netuid {cfg.chain.netuid}"
+            )
         node = cls(cfg, name, chain, bucket, url, network, uid)
         if commit:
             node.commit_bucket()
@@ -118,6 +126,7 @@ class Node:
 
     def wait_for_start_window(self, stop: threading.Event, timeout_s: float) -> int:
         deadline = self.now() + timeout_s
+        waits = 1  # the first wait is silent: a running network answers at once
         while not stop.is_set():
             self.network.refresh()
             start = self.network.start_window()
@@ -125,6 +134,9 @@ class Node:
                 return start
             if self.now() > deadline:
                 break
+            if waits % START_LOG_EVERY == 0:
+                log.info("waiting for the lead validator to announce the start window…")
+            waits += 1
             stop.wait(1.0)
         raise NodeError("the lead validator has not announced a start window")
 
@@ -133,8 +145,12 @@ class Node:
         each missed window when it exists, else the window's gather payloads from the buckets."""
         lead = self.network.lead_validator()
         lead_bucket = self.network.bucket(lead) if lead is not None else None
+        if replica.next_window < until_window:
+            log.info("catching θ up: windows %d to %d", replica.next_window, until_window - 1)
         while replica.next_window < until_window:
             w = replica.next_window
+            if w % CATCH_UP_LOG_EVERY == 0:
+                log.info("catching θ up: at window %d of %d", w, until_window - 1)
             try:
                 if lead_bucket is None:
                     raise AggregateUnavailable(w, "missing", "no lead validator bucket", None)

@@ -28,6 +28,9 @@ from gauntlet_jax.protocol.fingerprint import parse_fingerprint
 PROBE_FORMAT_VERSION = "2"
 # A probe object holds n float32 values plus a small header; anything far bigger is hostile.
 _MAX_HEADER_BYTES = 4096
+# The optional "stack" header field (the publisher's jax/jaxlib/… versions, `node.stack`) is
+# informational: absent in older objects and never part of the check, so the format is unchanged.
+MAX_STACK_CHARS = 256
 
 
 def _leaf_sizes(abstract_params: Any) -> list[int]:
@@ -123,17 +126,22 @@ class Probes(NamedTuple):
 
     values: np.ndarray
     fingerprint: str
+    stack: str | None = None  # the publisher's software stack, when it says
 
 
-def encode_probes(uid: int, window: int, values: np.ndarray, fingerprint: str) -> bytes:
-    """The debug object: probe values as a safetensors file with (uid, window, fingerprint) in
-    its header."""
+def encode_probes(
+    uid: int, window: int, values: np.ndarray, fingerprint: str, stack: str | None = None
+) -> bytes:
+    """The debug object: probe values as a safetensors file with (uid, window, fingerprint and,
+    optionally, the publisher's software stack) in its header."""
     meta = {
         "format": PROBE_FORMAT_VERSION,
         "uid": str(uid),
         "window": str(window),
         "fingerprint": parse_fingerprint(fingerprint, uid),
     }
+    if stack:
+        meta["stack"] = stack[:MAX_STACK_CHARS]
     return st_save({"values": np.asarray(values, np.float32)}, metadata=meta)
 
 
@@ -164,7 +172,9 @@ def decode_probes(data: bytes, *, uid: int, window: int, expected_len: int) -> P
             uid, "bad probes", f"header names uid {meta.get('uid')} window {meta.get('window')}"
         )
     values = validate_probe_values(tensors["values"], expected_len, uid)
-    return Probes(values, parse_fingerprint(meta.get("fingerprint"), uid))
+    stack = meta.get("stack")
+    stack = stack[:MAX_STACK_CHARS] if isinstance(stack, str) else None
+    return Probes(values, parse_fingerprint(meta.get("fingerprint"), uid), stack)
 
 
 def _metadata(data: bytes, uid: int) -> dict[str, str]:

@@ -39,8 +39,14 @@ from rich.console import Console
 from gauntlet_jax.config import Config
 from gauntlet_jax.data.corpus import TokenCorpus
 from gauntlet_jax.node import multihost
-from gauntlet_jax.node.metrics import MetricsLogger, render_window_table
+from gauntlet_jax.node.metrics import (
+    MetricsLogger,
+    open_exporter,
+    peer_line,
+    render_window_table,
+)
 from gauntlet_jax.node.replica import Replica, node_placement
+from gauntlet_jax.node.stack import StackWarnings
 from gauntlet_jax.node.startup import (
     Node,
     checkpoint_store,
@@ -88,11 +94,17 @@ class Validator:
             lambda: load_state(self.state_path, self.vcfg.seed)
         )
         self.metrics = MetricsLogger(
-            self.out_dir, tensorboard=cfg.run.tensorboard, write=self.writes
+            self.out_dir,
+            tensorboard=cfg.run.tensorboard,
+            write=self.writes,
+            exporter=open_exporter(
+                "validator", cfg.run.prometheus_port, cfg.run.prometheus_addr, enabled=self.writes
+            ),
         )
         self.replica: Replica | None = None
         self.checkpoints = checkpoint_store(cfg, node.name)
         self.placement = node_placement(cfg)
+        self.stacks = StackWarnings()
 
     # -- start-up -----------------------------------------------------------------------------
 
@@ -149,7 +161,7 @@ class Validator:
             ledger.flag(uid, "inactive_reset")
 
         # 2. Fast checks on the gather set.
-        found = fast_checks(window, gather, active, replica, net, ledger, self.cfg)
+        found = fast_checks(window, gather, active, replica, net, ledger, self.cfg, self.stacks)
 
         # 3. Loss deltas of a few peers, and their ratings.
         seed = self.state.seed
@@ -228,9 +240,11 @@ class Validator:
         window `until_window` is done (which a restarted validator reaches the same as one that
         never stopped)."""
         console = Console(stderr=True, quiet=not self.writes)
+        log.info("validator: compiling scoring and the outer step, then joining the network…")
         with console.status("warming up and joining the network…"):
             self.start(stop)
         assert self.replica is not None
+        log.info("validator: ready at window %d", self.replica.next_window)
         outcomes: list[WindowOutcome] = []
         while not stop.is_set() and (max_windows is None or len(outcomes) < max_windows):
             window = self.replica.next_window
@@ -242,7 +256,11 @@ class Validator:
                     break
             with console.status(f"window {window}: scoring…"):
                 outcome = self.process_window(window)
-            console.print(render_window_table(outcome.records))
+            if console.is_terminal:
+                console.print(render_window_table(outcome.records))
+            else:  # a log file or journal: one line per peer, never cut to a width
+                for record in outcome.records:
+                    log.info("%s", peer_line(record))
             outcomes.append(outcome)
             log.info(
                 "validator window %d: evaluated %s, %d gathered, weights %s, %.1fs",

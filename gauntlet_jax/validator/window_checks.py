@@ -17,6 +17,7 @@ from gauntlet_jax.compress.plan import CompressionPlan
 from gauntlet_jax.config import Config, ValidatorConfig
 from gauntlet_jax.node.network import Fetched, Network
 from gauntlet_jax.node.replica import Replica
+from gauntlet_jax.node.stack import StackWarnings
 from gauntlet_jax.protocol import names
 from gauntlet_jax.protocol.probes import Probes, decode_probes, max_probe_bytes
 from gauntlet_jax.validator import checks, overlap
@@ -45,8 +46,10 @@ def fast_checks(
     network: Network,
     ledger: WindowLedger,
     cfg: Config,
+    stacks: StackWarnings | None = None,
 ) -> FastChecks:
-    """Runs the window's fast checks, recording statuses and slashes in `ledger`."""
+    """Runs the window's fast checks, recording statuses and slashes in `ledger`; `stacks`
+    warns about peers that publish another software stack."""
     vcfg = cfg.validator
     fetched = network.fetch_payloads(gather, window, replica.plan, deadline=0.0)
     for uid, f in fetched.items():
@@ -54,7 +57,7 @@ def fast_checks(
         if f.status != "ok":
             ledger.slash(uid, _GATHER_SLASH[f.status], vcfg)
     uids = sorted(set(gather) | set(active))
-    sync_x = sync_checks(window, uids, replica, network, ledger, cfg)
+    sync_x = sync_checks(window, uids, replica, network, ledger, cfg, stacks)
     for uid in gather:
         if checks.is_out_of_sync(sync_x.get(uid, math.inf), vcfg):
             ledger.slash(uid, "out_of_sync", vcfg)
@@ -69,6 +72,7 @@ def sync_checks(
     network: Network,
     ledger: WindowLedger,
     cfg: Config,
+    stacks: StackWarnings | None = None,
 ) -> dict[int, float]:
     """x per peer after window w−1: 0 where its published θ fingerprint equals ours (θ equal to
     the bit, noted as check "theta"), else mean |θ_w − θ_peer| / α over its probes."""
@@ -96,6 +100,8 @@ def sync_checks(
         )
         ledger.note(uid, "probes", f.status)
         if f.status == "ok":
+            if stacks is not None:
+                stacks.check(uid, f.value.stack)
             equal = f.value.fingerprint == own_fingerprint
             ledger.note(uid, "theta", "equal" if equal else "differs")
             out[uid] = 0.0 if equal else checks.steps_behind(mine, f.value.values, lr)[0]
