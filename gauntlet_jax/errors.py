@@ -55,6 +55,16 @@ class ObjectNotFound(StorageError):
     """The object does not exist."""
 
 
+class UnsafePath(StorageError):
+    """A local bucket path leads through a symbolic link or something that is not a directory;
+    nothing was read or written through it."""
+
+
+class NotAnObject(UnsafePath, ObjectNotFound):
+    """The name exists but is no regular file inside the bucket (a symbolic link, a FIFO, a
+    device, a directory): never read or listed, and readers treat it as missing."""
+
+
 class ObjectTooLarge(StorageError):
     """The object exceeds the caller's byte cap; nothing beyond the cap was downloaded."""
 
