@@ -25,6 +25,16 @@ class ChainDataError(ChainError):
     """Data read from the chain is malformed (wrong type, too long, forbidden characters …)."""
 
 
+class ChainBusy(ChainConnectionError):
+    """The embedded chain's file stayed locked by another writer past the busy timeout
+    (transient: the next attempt may succeed)."""
+
+
+class ChainStoreCorrupt(ChainDataError):
+    """The embedded chain's file is corrupt, truncated, replaced by another file or of another
+    schema (permanent: retrying the same file will not help)."""
+
+
 class HotkeyError(ChainError):
     """A hotkey could not be loaded. Messages never contain the secret."""
 
