@@ -216,7 +216,10 @@ class Network:
         return {uid: self.fetch_payload(uid, window, plan, deadline) for uid in uids}
 
     def last_upload_windows(self, uids: Sequence[int], window: int, span: int) -> dict[int, int]:
-        """For each uid, the latest window in [window − span, window] with a gradient object."""
+        """For each uid, the latest window in [window − span, window] with a gradient object
+        written (server time) inside that window's put window. Names alone prove nothing: a
+        peer could upload objects named for windows far ahead in one go and look active in
+        each of them without training."""
         out: dict[int, int] = {}
         for uid in uids:
             bucket = self.bucket(uid)
@@ -232,9 +235,16 @@ class Network:
                 if parsed is None:
                     continue
                 w, owner = parsed
-                if owner == uid and window - span <= w <= window:
+                if owner == uid and window - span <= w <= window and self._on_time(info, w):
                     out[uid] = max(out.get(uid, w), w)
         return out
+
+    def _on_time(self, info: ObjectInfo, window: int) -> bool:
+        """Whether the object's server time lies in `window`'s put window."""
+        status = put_window_status(
+            info.last_modified, self.window_end_time(window), self.cfg.protocol.put_window_s
+        )
+        return status == "ok"
 
     # -- lead validator's announcements -------------------------------------------------------
 
