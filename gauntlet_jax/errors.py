@@ -83,3 +83,9 @@ class CheckpointError(GauntletError):
 
 class StateError(GauntletError):
     """The validator's saved state is corrupt, incomplete or was written under another seed."""
+
+
+class MalformedJson(GauntletError):
+    """A JSON document from outside is too large, too deeply nested, not UTF-8 JSON, repeats a
+    key, or has a field of the wrong type (`true` is not an integer). Each boundary re-raises it
+    as its own error (a peer's InvalidPayload, a corpus's DataError …)."""
