@@ -184,13 +184,14 @@ class ValidatorConfig:
     overlap_check: bool = True
     overlap_threshold: float = 0.4
     # Later uploader of an overlapping pair: final and BMA ×overlap_slash_factor below
-    # overlap_reset_at, reset to 0 at or above it; at or above overlap_exclude_at it is also
-    # kept out of the gather set for overlap_exclude_windows windows (0 = off; 200 in the
-    # later reference, GAUNTLET.md §10.2).
+    # overlap_reset_at; at or above it the peer is reset (rating, scores, BMA: a newcomer's);
+    # at or above overlap_exclude_at it is also kept out of gather and evaluation for
+    # overlap_exclude_windows windows (Templar's later releases: 200; GAUNTLET.md §10.2 gives
+    # 20–200 over time; 0 = no exclusion).
     overlap_slash_factor: float = 0.5
     overlap_reset_at: float = 0.5
     overlap_exclude_at: float = 0.6
-    overlap_exclude_windows: int = 0
+    overlap_exclude_windows: int = 200
     seed: int = 0
 
 

@@ -74,6 +74,16 @@ class ObjectNotFound(StorageError):
     """The object does not exist."""
 
 
+class UnsafePath(StorageError):
+    """A local bucket path leads through a symbolic link or something that is not a directory;
+    nothing was read or written through it."""
+
+
+class NotAnObject(UnsafePath, ObjectNotFound):
+    """The name exists but is no regular file inside the bucket (a symbolic link, a FIFO, a
+    device, a directory): never read or listed, and readers treat it as missing."""
+
+
 class ObjectTooLarge(StorageError):
     """The object exceeds the caller's byte cap; nothing beyond the cap was downloaded."""
 
@@ -92,3 +102,9 @@ class CheckpointError(GauntletError):
 
 class StateError(GauntletError):
     """The validator's saved state is corrupt, incomplete or was written under another seed."""
+
+
+class MalformedJson(GauntletError):
+    """A JSON document from outside is too large, too deeply nested, not UTF-8 JSON, repeats a
+    key, or has a field of the wrong type (`true` is not an integer). Each boundary re-raises it
+    as its own error (a peer's InvalidPayload, a corpus's DataError …)."""

@@ -13,7 +13,16 @@ import numpy as np
 import pytest
 
 from gauntlet_jax import __version__, info
-from gauntlet_jax.chain.errors import HotkeyError, HotKeyNotRegisteredInSubNet
+from gauntlet_jax.chain.errors import (
+    ChainBusy,
+    ChainStoreCorrupt,
+    ColdkeyMismatch,
+    HotkeyError,
+    HotKeyNotRegisteredInSubNet,
+    InsufficientBalance,
+    NodeVersionTooOld,
+    RuntimeCallMissing,
+)
 from gauntlet_jax.chain.keys import hotkey_from_secret
 from gauntlet_jax.cli import EX_CONFIG, EX_TEMPFAIL, exit_code
 from gauntlet_jax.errors import ChainError, ConfigError, MissingExtra, StorageError
@@ -67,6 +76,16 @@ def test_exit_codes_by_kind() -> None:
     assert exit_code(HotKeyNotRegisteredInSubNet("x")) == EX_CONFIG
     assert exit_code(StorageError("x")) == EX_TEMPFAIL
     assert exit_code(ChainError("connection refused")) == EX_TEMPFAIL
+    assert exit_code(ChainBusy("locked")) == EX_TEMPFAIL
+    # The chain's permanent kinds: retrying the same node, key or file cannot help.
+    for permanent in (
+        ChainStoreCorrupt,
+        NodeVersionTooOld,
+        RuntimeCallMissing,
+        InsufficientBalance,
+        ColdkeyMismatch,
+    ):
+        assert exit_code(permanent("x")) == EX_CONFIG, permanent
 
 
 def test_bad_mnemonic_message() -> None:

@@ -99,10 +99,11 @@ def test_blame_goes_to_the_later_uploader():
 
 
 def test_penalties():
+    rated = {"mu": 30.0, "sigma": 2.0, "eval_count": 7, "sync": 1.0, "binary": 1.0}
     peers = {
-        1: PeerRecord(uid=1, final=8.0, bma=0.4),
-        2: PeerRecord(uid=2, final=8.0, bma=0.4),
-        3: PeerRecord(uid=3, final=-1.0, bma=0.2),
+        1: PeerRecord(uid=1, final=8.0, bma=0.4, **rated),
+        2: PeerRecord(uid=2, final=8.0, bma=0.4, **rated),
+        3: PeerRecord(uid=3, final=-1.0, bma=0.2, **rated),
     }
     findings = [
         OverlapFinding(9, 1, 0.45, 1),  # below 0.5: halved
@@ -110,21 +111,27 @@ def test_penalties():
         OverlapFinding(9, 3, 0.45, 3),  # negative final: left, but counted
     ]
     out = apply_overlap_slashes(peers, findings, window=100, cfg=CFG)
-    assert (out[1].final, out[1].bma) == (4.0, 0.2)
-    assert (out[2].final, out[2].bma) == (0.0, 0.0)
-    assert (out[3].final, out[3].bma) == (-1.0, 0.2)
+    assert (out[1].final, out[1].bma, out[1].mu) == (4.0, 0.2, 30.0)
+    assert (out[3].final, out[3].bma, out[3].mu) == (-1.0, 0.2, 30.0)
+    # A caught copier starts over as a newcomer: no rating to come back to when it stops.
+    assert out[2] == PeerRecord(uid=2, slash_counts={"overlap": 1})
+    assert not out[2].rated
     assert all(r.slash_counts == {"overlap": 1} for r in out.values())
-    assert all(r.excluded_until is None for r in out.values())  # exclusion off by default
+    assert all(r.excluded_until is None for r in out.values())  # all below overlap_exclude_at
 
 
-def test_optional_exclusion():
-    cfg = dataclasses.replace(CFG, overlap_exclude_windows=200)
-    out = apply_overlap_slashes({}, [OverlapFinding(1, 2, 0.65, 2)], window=100, cfg=cfg)
-    assert out[2].excluded_until == 301
+def test_exclusion_above_exclude_at():
+    assert CFG.overlap_exclude_windows == 200  # the later reference's naughty-peer timeout
+    peers = {2: PeerRecord(uid=2, mu=30.0, sigma=2.0, final=8.0, bma=0.4)}
+    out = apply_overlap_slashes(peers, [OverlapFinding(1, 2, 0.65, 2)], window=100, cfg=CFG)
+    assert out[2].excluded_until == 301 and not out[2].rated and out[2].final == 0.0
     assert excluded_uids(out, 300) == {2}
     assert excluded_uids(out, 301) == set()
-    out = apply_overlap_slashes({}, [OverlapFinding(1, 2, 0.55, 2)], window=100, cfg=cfg)
+    out = apply_overlap_slashes({}, [OverlapFinding(1, 2, 0.55, 2)], window=100, cfg=CFG)
     assert out[2].excluded_until is None  # below overlap_exclude_at
+    off = dataclasses.replace(CFG, overlap_exclude_windows=0)
+    out = apply_overlap_slashes({}, [OverlapFinding(1, 2, 0.65, 2)], window=100, cfg=off)
+    assert out[2].excluded_until is None
 
 
 def test_shape_mismatch_is_refused():

@@ -10,7 +10,13 @@ chain raises the same pallet errors for the same checks, so callers handle both 
 
 from __future__ import annotations
 
-from gauntlet_jax.errors import ChainError, RegistrationError, VersionMismatch
+from gauntlet_jax.errors import (
+    ChainError,
+    ConfigError,
+    RegistrationError,
+    StateError,
+    VersionMismatch,
+)
 
 
 class ChainConnectionError(ChainError):
@@ -25,6 +31,16 @@ class ChainDataError(ChainError):
     """Data read from the chain is malformed (wrong type, too long, forbidden characters …)."""
 
 
+class ChainBusy(ChainConnectionError):
+    """The embedded chain's file stayed locked by another writer past the busy timeout
+    (transient: the next attempt may succeed)."""
+
+
+class ChainStoreCorrupt(ChainDataError, StateError):
+    """The embedded chain's file is corrupt, truncated, replaced by another file or of another
+    schema (permanent: retrying the same file will not help)."""
+
+
 class HotkeyError(ChainError, RegistrationError):
     """A hotkey could not be loaded. Messages never contain the secret."""
 
@@ -33,21 +49,21 @@ class InvalidWeights(ChainError):
     """Weights or uids are not sendable (NaN, negative, lengths differ, uid out of u16 range)."""
 
 
-class RuntimeCallMissing(ChainError):
+class RuntimeCallMissing(ChainError, ConfigError):
     """The runtime lacks the call the subnet's configuration needs (e.g. commit-reveal is on and
     the runtime has neither `commit_timelocked_weights` nor `commit_weights`); nothing was sent."""
 
 
-class NodeVersionTooOld(ChainError):
+class NodeVersionTooOld(ChainError, VersionMismatch):
     """The subnet's WeightsVersionKey is above this node's version key: every weight call would
     be refused (IncorrectWeightVersionKey), so the validator does not start."""
 
 
-class InsufficientBalance(ChainError):
+class InsufficientBalance(ChainError, RegistrationError):
     """The coldkey's free balance does not cover the registration burn; nothing was sent."""
 
 
-class ColdkeyMismatch(ChainError):
+class ColdkeyMismatch(ChainError, RegistrationError):
     """The hotkey already belongs to another coldkey; nothing was sent."""
 
 

@@ -23,7 +23,7 @@ from typing import Self
 
 from gauntlet_jax.chain import weights as wmath
 from gauntlet_jax.chain.base import window_of
-from gauntlet_jax.chain.errors import SubnetNotExists
+from gauntlet_jax.chain.errors import ChainBusy, ChainStoreCorrupt, SubnetNotExists
 from gauntlet_jax.errors import ChainError
 
 log = logging.getLogger(__name__)
@@ -140,6 +140,25 @@ def uid_of(db: sqlite3.Connection, netuid: int, hotkey: str) -> int | None:
     return None if row is None else int(row[0])
 
 
+# SQLite result codes after which the same statement may succeed later (another writer, a full
+# disk); every other sqlite3 error means the file itself is unusable.
+_TRANSIENT_SQLITE = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_FULL")
+
+
+@contextlib.contextmanager
+def sqlite_errors_as_chain_errors(path: Path) -> Iterator[None]:
+    """Turns any sqlite3 error inside into ChainBusy (transient) or ChainStoreCorrupt."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        code = str(getattr(exc, "sqlite_errorname", ""))
+        if code.startswith(_TRANSIENT_SQLITE):
+            raise ChainBusy(
+                f"{path}: {exc} (another writer held it past the busy timeout)"
+            ) from exc
+        raise ChainStoreCorrupt(f"{path}: unusable chain file ({code or 'sqlite'}: {exc})") from exc
+
+
 class LocalStore:
     """One handle on the SQLite file: opens (and if need be creates) it, runs transactions on
     it and reads its block clock."""
@@ -156,12 +175,22 @@ class LocalStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._now = now
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(
-            str(self.path),
-            timeout=busy_timeout_s,
-            isolation_level=None,  # we issue BEGIN/COMMIT ourselves
-            check_same_thread=False,
-        )
+        try:
+            with sqlite_errors_as_chain_errors(self.path):
+                self._db = sqlite3.connect(
+                    str(self.path),
+                    timeout=busy_timeout_s,
+                    isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+                    check_same_thread=False,
+                )
+                self._setup(block_time_s, busy_timeout_s)
+        except ChainError:
+            if hasattr(self, "_db"):
+                self._db.close()
+            raise
+
+    def _setup(self, block_time_s: float, busy_timeout_s: float) -> None:
+        """Pragmas, tables and the clock row (a new file gets them, an existing one is checked)."""
         self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute("PRAGMA synchronous = NORMAL")
@@ -191,26 +220,34 @@ class LocalStore:
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One IMMEDIATE transaction: takes the write lock up front, so checks and writes inside
-        see no interleaved writer."""
-        with self._lock:
+        see no interleaved writer. sqlite3 errors leave as ChainBusy / ChainStoreCorrupt."""
+        with self._lock, sqlite_errors_as_chain_errors(self.path):
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._rollback()
                 raise
             else:
                 self._db.execute("COMMIT")
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
-        """One consistent snapshot for several SELECTs."""
-        with self._lock:
+        """One consistent snapshot for several SELECTs (errors as in `_write`)."""
+        with self._lock, sqlite_errors_as_chain_errors(self.path):
             self._db.execute("BEGIN")
             try:
                 yield self._db
-            finally:
+            except BaseException:
+                self._rollback()
+                raise
+            else:
                 self._db.execute("COMMIT")
+
+    def _rollback(self) -> None:
+        # The error that got us here is the one to report; a damaged file may refuse this too.
+        with contextlib.suppress(sqlite3.Error):
+            self._db.execute("ROLLBACK")
 
     def close(self) -> None:
         with self._lock:

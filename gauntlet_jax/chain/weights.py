@@ -17,6 +17,7 @@ local chain stores exactly what the runtime would.
 from __future__ import annotations
 
 import hashlib
+import numbers
 import secrets
 from collections.abc import Sequence
 
@@ -29,8 +30,20 @@ _FRAC = 32  # I32F32: 32 fractional bits
 _HALF = 1 << (_FRAC - 1)
 
 
+def _all_of(values: np.ndarray, kind: type) -> bool:
+    """Every element is a `kind` number and none a bool (True is not uid 1, nor weight 1.0)."""
+    return all(
+        isinstance(v, kind) and not isinstance(v, (bool, np.bool_))
+        for v in values.astype(object).ravel()
+    )
+
+
 def convert_weights_for_emit(uids: object, weights: object) -> tuple[list[int], list[int]]:
     """Float weights for `uids` → (uids, u16 values) to send; ([], []) when all are zero."""
+    if not (_all_of(np.asarray(uids, dtype=object), numbers.Integral)):
+        raise InvalidWeights(f"uids must be integers (not bools), got {_preview(uids)}")
+    if not (_all_of(np.asarray(weights, dtype=object), numbers.Real)):
+        raise InvalidWeights(f"weights must be real numbers (not bools), got {_preview(weights)}")
     uid_array = np.asarray(uids)
     weight_array = np.asarray(weights)
     if uid_array.ndim != 1 or weight_array.ndim != 1:
@@ -44,15 +57,9 @@ def convert_weights_for_emit(uids: object, weights: object) -> tuple[list[int], 
         )
     if uid_array.size == 0:
         return [], []
-    if not (np.issubdtype(uid_array.dtype, np.integer) or uid_array.dtype == bool):
-        as_float = uid_array.astype(np.float64)
-        if not np.all(np.isfinite(as_float)) or np.any(as_float != np.round(as_float)):
-            raise InvalidWeights(f"uids must be integers, got dtype {uid_array.dtype}")
     uid_ints = uid_array.astype(np.int64)
     if np.any(uid_ints < 0) or np.any(uid_ints > U16_MAX):
         raise InvalidWeights(f"uids must lie in [0, {U16_MAX}], got {uid_ints.tolist()}")
-    if not np.issubdtype(weight_array.dtype, np.number) or np.iscomplexobj(weight_array):
-        raise InvalidWeights(f"weights must be real numbers, got dtype {weight_array.dtype}")
     # float32 first, as the reference's tensor; the arithmetic below is float64 like Python's.
     w = weight_array.astype(np.float32).astype(np.float64)
     if not np.all(np.isfinite(w)):
@@ -65,6 +72,10 @@ def convert_weights_for_emit(uids: object, weights: object) -> tuple[list[int], 
     values = np.round(w / w.max() * U16_MAX).astype(np.int64)
     keep = values != 0
     return uid_ints[keep].tolist(), values[keep].tolist()
+
+
+def _preview(values: object) -> str:
+    return repr(values)[:80]
 
 
 def weights_from_u16(n: int, uids: Sequence[int], values: Sequence[int]) -> np.ndarray:

@@ -17,7 +17,6 @@ scatter free of write races, hence bit-deterministic on accelerators.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -28,7 +27,8 @@ import safetensors.numpy
 
 from gauntlet_jax.compress.plan import CompressionPlan, LeafPlan
 from gauntlet_jax.compress.topk import QUANT_BINS, Quantized
-from gauntlet_jax.errors import InvalidPayload
+from gauntlet_jax.errors import InvalidPayload, MalformedJson
+from gauntlet_jax.strict_json import load_json
 
 FORMAT_NAME = "gauntlet-pseudograd"
 # 2: the exact integer outer step (docs/protocol.md §2); a v1 payload is refused, not misread.
@@ -38,6 +38,8 @@ QUANT_UINT8 = "uint8-lookup256"
 
 _HEADER_BASE_BYTES = 4096
 _HEADER_BYTES_PER_TENSOR = 256
+# {"__metadata__": {…}, "name": {"shape": […], …}}: an honest header nests 3 deep.
+_HEADER_DEPTH = 3
 _ST_DTYPES = {"I16": np.int16, "I32": np.int32, "F32": np.float32, "U8": np.uint8}
 _MAX_DECIMAL_DIGITS = 19
 
@@ -121,13 +123,6 @@ def encode_payload(
     return safetensors.numpy.save(tensors, metadata=metadata)
 
 
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    keys = [k for k, _ in pairs]
-    if len(set(keys)) != len(keys):
-        raise ValueError("duplicate key in JSON object")
-    return dict(pairs)
-
-
 def _parse_uint(text: Any) -> int | None:
     if not isinstance(text, str) or not text.isascii() or not text.isdigit():
         return None
@@ -158,9 +153,8 @@ class _Reader:
         if n < 2 or n > cap or n > size - 8:
             raise self.fail("bad header length", f"{n} (cap {cap}, payload {size} bytes)")
         try:
-            text = bytes(data[8 : 8 + n]).decode("utf-8")
-            header = json.loads(text, object_pairs_hook=_no_duplicate_keys)
-        except (UnicodeDecodeError, ValueError, RecursionError) as err:
+            header = load_json(bytes(data[8 : 8 + n]), max_bytes=cap, max_depth=_HEADER_DEPTH)
+        except MalformedJson as err:
             raise self.fail("malformed header", str(err)[:200]) from None
         if not isinstance(header, dict):
             raise self.fail("malformed header", "not a JSON object")

@@ -9,7 +9,6 @@ before download, and every fault becomes a typed status, never an exception that
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -29,15 +28,13 @@ from gauntlet_jax.errors import (
     StorageError,
 )
 from gauntlet_jax.node import multihost
-from gauntlet_jax.protocol import names
+from gauntlet_jax.protocol import announcements, names
 from gauntlet_jax.protocol.schedule import first_block_of_window, put_window_status
 from gauntlet_jax.storage.base import Bucket, ObjectInfo, open_bucket
 
 log = logging.getLogger(__name__)
 
 FetchStatus = Literal["ok", "missing", "too_early", "too_late", "invalid"]
-# Small JSON objects (peer lists, start window) are capped far below any payload.
-MAX_JSON_BYTES = 64 * 1024
 # How often a node polls for an object that has not arrived yet (the reference: 0.1 s).
 POLL_INTERVAL_S = 0.1
 
@@ -216,7 +213,10 @@ class Network:
         return {uid: self.fetch_payload(uid, window, plan, deadline) for uid in uids}
 
     def last_upload_windows(self, uids: Sequence[int], window: int, span: int) -> dict[int, int]:
-        """For each uid, the latest window in [window − span, window] with a gradient object."""
+        """For each uid, the latest window in [window − span, window] with a gradient object
+        written (server time) inside that window's put window. Names alone prove nothing: a
+        peer could upload objects named for windows far ahead in one go and look active in
+        each of them without training."""
         out: dict[int, int] = {}
         for uid in uids:
             bucket = self.bucket(uid)
@@ -232,33 +232,39 @@ class Network:
                 if parsed is None:
                     continue
                 w, owner = parsed
-                if owner == uid and window - span <= w <= window:
+                if owner == uid and window - span <= w <= window and self._on_time(info, w):
                     out[uid] = max(out.get(uid, w), w)
         return out
 
+    def _on_time(self, info: ObjectInfo, window: int) -> bool:
+        """Whether the object's server time lies in `window`'s put window."""
+        status = put_window_status(
+            info.last_modified, self.window_end_time(window), self.cfg.protocol.put_window_s
+        )
+        return status == "ok"
+
     # -- lead validator's announcements -------------------------------------------------------
 
-    def _read_json(self, uid: int, name: str) -> Any:
+    def _read_announcement(self, uid: int, name: str) -> bytes:
         bucket = self.bucket(uid)
         if bucket is None:
             raise ObjectNotFound(f"uid {uid} has no bucket")
-        data = bucket.get(name, max_bytes=MAX_JSON_BYTES)
-        try:
-            return json.loads(data)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise StorageError(f"{name} of uid {uid} is not JSON: {e}") from e
+        return bucket.get(name, max_bytes=announcements.MAX_ANNOUNCEMENT_BYTES)
 
     def start_window(self) -> int | None:
-        """The run's first window as the lead validator announced it, or None if not yet."""
+        """The run's first window as the lead validator announced it, or None if not yet (or
+        if what it announced is malformed)."""
         lead = self.lead_validator()
         if lead is None:
             return None
         try:
-            value = self._read_json(lead, names.start_window_name(self.cfg.protocol.version))
-        except StorageError:
+            data = self._read_announcement(lead, names.start_window_name(self.cfg.protocol.version))
+            return announcements.parse_start_window(data, lead)
+        except ObjectNotFound:
             return None
-        window = value.get("start_window") if isinstance(value, dict) else None
-        return window if isinstance(window, int) and window >= 0 else None
+        except (StorageError, InvalidPayload) as e:
+            log.warning("start window of uid %d unusable (%s)", lead, e)
+            return None
 
     def gather_set(self, window: int) -> list[int]:
         """The gather peers for `window`: the lead validator's newest list effective by then, or,
@@ -291,15 +297,11 @@ class Network:
         first = effective[-1]
         if first not in self._peer_lists:
             try:
-                value = self._read_json(lead, names.peers_name(first, version))
-            except StorageError as e:
-                log.info("peer list %d unreadable (%s)", first, e)
+                data = self._read_announcement(lead, names.peers_name(first, version))
+                self._peer_lists[first] = announcements.parse_peer_list(data, lead)
+            except (StorageError, InvalidPayload) as e:
+                log.warning("peer list %d of uid %d unusable (%s)", first, lead, e)
                 return None
-            peers = value.get("peers") if isinstance(value, dict) else None
-            if not (isinstance(peers, list) and all(isinstance(u, int) for u in peers)):
-                log.warning("peer list %d of uid %d is malformed", first, lead)
-                return None
-            self._peer_lists[first] = [int(u) for u in peers]
         return self._peer_lists[first]
 
 

@@ -122,7 +122,8 @@ def apply_inactivity(
         since = window if rec.inactive_since is None else rec.inactive_since
         counts = _count(rec, "inactive")
         if window - since > cfg.inactivity_reset_windows:
-            out[uid] = PeerRecord(uid=uid, slash_counts=counts)
+            # An overlap exclusion outlives the reset: waiting it out inactive ends nothing early.
+            out[uid] = PeerRecord(uid=uid, slash_counts=counts, excluded_until=rec.excluded_until)
             reset.append(uid)
             continue
         final = rec.final * cfg.inactivity_factor if rec.final > 0 else rec.final

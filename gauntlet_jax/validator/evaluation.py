@@ -26,7 +26,7 @@ from gauntlet_jax.errors import DataError
 from gauntlet_jax.model.sharding import to_host
 from gauntlet_jax.node.network import Fetched, Network, pad_to
 from gauntlet_jax.node.replica import Replica
-from gauntlet_jax.validator import checks, rating, weights
+from gauntlet_jax.validator import checks, overlap, rating, weights
 from gauntlet_jax.validator.loss_delta import LossDeltas, pad_batches, score_candidates
 from gauntlet_jax.validator.window_record import WindowLedger
 
@@ -42,9 +42,11 @@ def choose_eval_peers(
     vcfg: ValidatorConfig,
 ) -> list[int]:
     """The window's evaluated peers among the active miners; every candidate's staleness
-    counter is updated in `ledger` (reset when chosen, grown when not)."""
+    counter is updated in `ledger` (reset when chosen, grown when not). Peers serving an
+    overlap exclusion are not candidates."""
     peers = ledger.peers
-    eval_peers = [u for u in active if u in set(miners)]
+    excluded = overlap.excluded_uids(peers, window)
+    eval_peers = [u for u in active if u in set(miners) and u not in excluded]
     ordinals = {u: rating.peer_ordinal(peers[u]) for u in eval_peers}
     staleness = {u: peers[u].staleness for u in eval_peers}
     rng = rating.window_rng(seed, window, "select")

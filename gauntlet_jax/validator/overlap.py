@@ -8,9 +8,11 @@ is simply: matches summed over the model / index entries over the model.
 
 If a pair's overlap reaches `overlap_threshold`, the later uploader (by server last_modified;
 on an exact tie the pair's first peer, as in the reference) is the offender: final and BMA
-×`overlap_slash_factor` below `overlap_reset_at`, both reset to at most 0 at or above it, and at
-or above `overlap_exclude_at` it is also kept out of the gather set for
-`overlap_exclude_windows` windows (0 = off by default; the reference used 200).
+×`overlap_slash_factor` below `overlap_reset_at`; at or above it the peer is reset as Templar's
+later releases do (`reset_peer`): rating, scores, BMA and eval counter back to a newcomer's (the
+slash history kept), so a caught copier has no rating to return to once it stops copying; at or
+above `overlap_exclude_at` it is also kept out of the gather set and of evaluation for
+`overlap_exclude_windows` windows (the reference's 200-window "naughty peer" timeout).
 
 Payload layout (compress/): per parameter an integer array [..., k] of indices within a chunk;
 stacked over peers on a leading axis P. Each row of the P×P matrix is one peer against all
@@ -130,15 +132,15 @@ def slash_overlap(
     """Applies the overlap penalty for one offender (see the module docstring)."""
     counts = dict(record.slash_counts)
     counts["overlap"] = counts.get("overlap", 0) + 1
-    if overlap >= cfg.overlap_reset_at:
-        final, bma = min(record.final, 0.0), min(record.bma, 0.0)
-    elif record.final > 0:
-        final, bma = record.final * cfg.overlap_slash_factor, record.bma * cfg.overlap_slash_factor
-    else:
-        final, bma = record.final, record.bma
     excluded_until = record.excluded_until
     if cfg.overlap_exclude_windows > 0 and overlap >= cfg.overlap_exclude_at:
         excluded_until = max(excluded_until or 0, window + 1 + cfg.overlap_exclude_windows)
+    if overlap >= cfg.overlap_reset_at:
+        return PeerRecord(uid=record.uid, excluded_until=excluded_until, slash_counts=counts)
+    if record.final > 0:
+        final, bma = record.final * cfg.overlap_slash_factor, record.bma * cfg.overlap_slash_factor
+    else:
+        final, bma = record.final, record.bma
     return dataclasses.replace(
         record, final=final, bma=bma, excluded_until=excluded_until, slash_counts=counts
     )
@@ -159,7 +161,7 @@ def apply_overlap_slashes(
 
 
 def excluded_uids(peers: Mapping[int, PeerRecord], window: int) -> set[int]:
-    """Peers still serving a gather-set exclusion at `window`."""
+    """Peers still serving an overlap exclusion at `window` (neither gathered nor evaluated)."""
     return {
         uid
         for uid, r in peers.items()

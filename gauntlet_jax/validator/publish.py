@@ -14,7 +14,6 @@ timelocked ones (`Chain.reveal_pending`).
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -24,7 +23,7 @@ from gauntlet_jax.compress.plan import CompressionPlan
 from gauntlet_jax.config import Config
 from gauntlet_jax.errors import ChainError, PreconditionFailed, StorageError
 from gauntlet_jax.node.startup import Node
-from gauntlet_jax.protocol import names, outer
+from gauntlet_jax.protocol import announcements, names, outer
 from gauntlet_jax.validator import overlap, weights
 from gauntlet_jax.validator.state import PeerRecord
 
@@ -41,7 +40,7 @@ def announce_start_window(node: Node, cfg: Config) -> None:
     if not is_lead(node):
         return
     first = node.current_window() + 1 + cfg.protocol.start_delay_windows
-    body = json.dumps({"start_window": first}).encode()
+    body = announcements.encode_start_window(first)
     try:
         node.bucket.put(names.start_window_name(cfg.protocol.version), body, if_absent=True)
         log.info("announced start window %d", first)
@@ -135,7 +134,7 @@ def publish_gather_set(
         weights.gather_effective_window(window, cfg),
         node.current_window() + cfg.protocol.peer_effective_lag,
     )
-    body = json.dumps({"peers": chosen, "chosen_at": window}).encode()
+    body = announcements.encode_peer_list(chosen, window)
     try:
         node.bucket.put(names.peers_name(effective, cfg.protocol.version), body, if_absent=True)
         schedule[effective] = tuple(chosen)
