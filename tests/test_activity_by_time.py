@@ -1,6 +1,6 @@
 """Activity is judged by server time, not by object names (issue 17, fault 4): a peer that
 uploads objects named for windows 10…199 in one go is active at most in the window whose put
-window that moment falls in, never at window 50."""
+window that moment falls in (or in earlier windows, late), never at window 50."""
 
 from __future__ import annotations
 
@@ -45,5 +45,9 @@ def test_objects_named_for_future_windows_do_not_make_a_peer_active(
     span = cfg.validator.active_windows
     assert net.last_upload_windows([1, 2], 50, span) == {2: 50}
     assert net.last_upload_windows([1, 2], 14, span) == {1: 12, 2: 14}
-    assert net.last_upload_windows([1, 2], 11, span) == {2: 11}
+    # Written late (in window 12's put window), window 11's object still shows a live peer:
+    # lateness is the lateness check's to punish.
+    assert net.last_upload_windows([1, 2], 11, span) == {1: 11, 2: 11}
+    # Written before its put window opened, window 13's object proves nothing.
+    assert net.last_upload_windows([1], 13, 0) == {}
     chain.close()

@@ -214,9 +214,10 @@ class Network:
 
     def last_upload_windows(self, uids: Sequence[int], window: int, span: int) -> dict[int, int]:
         """For each uid, the latest window in [window − span, window] with a gradient object
-        written (server time) inside that window's put window. Names alone prove nothing: a
-        peer could upload objects named for windows far ahead in one go and look active in
-        each of them without training."""
+        written (server time) no earlier than that window's put window opens. Names alone prove
+        nothing: a peer could upload objects named for windows far ahead in one go and look
+        active in each of them without training. A late object still shows a live peer (its
+        lateness is punished by the lateness check, not by an inactivity reset)."""
         out: dict[int, int] = {}
         for uid in uids:
             bucket = self.bucket(uid)
@@ -232,16 +233,16 @@ class Network:
                 if parsed is None:
                     continue
                 w, owner = parsed
-                if owner == uid and window - span <= w <= window and self._on_time(info, w):
+                if owner == uid and window - span <= w <= window and self._not_early(info, w):
                     out[uid] = max(out.get(uid, w), w)
         return out
 
-    def _on_time(self, info: ObjectInfo, window: int) -> bool:
-        """Whether the object's server time lies in `window`'s put window."""
+    def _not_early(self, info: ObjectInfo, window: int) -> bool:
+        """Whether the object was written (server time) after `window`'s put window opened."""
         status = put_window_status(
             info.last_modified, self.window_end_time(window), self.cfg.protocol.put_window_s
         )
-        return status == "ok"
+        return status != "too_early"
 
     # -- lead validator's announcements -------------------------------------------------------
 
