@@ -117,6 +117,8 @@ class CompressConfig:
     quantize: bool = False
     # Hard cap on a payload's size before anything is read.
     max_payload_bytes: int = 128 * 1024 * 1024
+    # Threads that decode and validate gathered payloads as they arrive (`compress.streaming`).
+    decode_workers: int = 4
 
 
 @dataclass(frozen=True)
