@@ -27,7 +27,11 @@ from gauntlet_jax.bench.inputs import random_tokens
 from gauntlet_jax.config import load_config
 from gauntlet_jax.model import grad, sharding
 
-DEFAULT_VARIANTS = {"shipped": (), "remat": ("model.remat=true",)}
+DEFAULT_VARIANTS = {
+    "shipped": (),
+    "remat": ("model.remat=true",),
+    "remat_dots": ("model.remat=true", "model.remat_policy=dots"),
+}
 _OP = re.compile(r"=\s*\S+\s+([a-z-]+)\(")
 
 

@@ -47,6 +47,9 @@ class ModelConfig:
     attention_impl: str = "auto"
     # Rematerialise each block in the backward pass (saves activation memory).
     remat: bool = False
+    # What a rematerialised block keeps for the backward: "nothing" (recompute the whole block)
+    # or "dots" (keep the matrix products' outputs, recompute only the elementwise work).
+    remat_policy: str = "nothing"
 
 
 @dataclass(frozen=True)
