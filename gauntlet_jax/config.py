@@ -49,6 +49,9 @@ class ModelConfig:
     attention_impl: str = "auto"
     # Rematerialise each block in the backward pass (saves activation memory).
     remat: bool = False
+    # What a rematerialised block keeps for the backward: "nothing" (recompute the whole block)
+    # or "dots" (keep the matrix products' outputs, recompute only the elementwise work).
+    remat_policy: str = "nothing"
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,8 @@ class CompressConfig:
     quantize: bool = False
     # Hard cap on a payload's size before anything is read.
     max_payload_bytes: int = 128 * 1024 * 1024
+    # Threads that decode and validate gathered payloads as they arrive (`compress.streaming`).
+    decode_workers: int = 4
 
 
 @dataclass(frozen=True)

@@ -101,6 +101,9 @@ def test_bench_all_prints_one_complete_json_line_per_kind() -> None:
     for phase in ("decode_s", "stack_s", "device_s"):
         assert aggregate[phase] > 0
     assert aggregate["median_s"] >= aggregate["device_s"]
+    # Streamed: what follows the last arrival is part of the whole streamed window.
+    assert 0 < aggregate["after_last_arrival_s"] < aggregate["streamed_total_s"]
+    assert aggregate["after_last_device_s"] > 0 and aggregate["arrival_s"] > 0
 
 
 def test_flop_count_of_the_1b2_model() -> None:

@@ -252,13 +252,19 @@ def test_bf16_compute_is_close_to_fp32() -> None:
     assert float(a @ b / (jnp.linalg.norm(a) * jnp.linalg.norm(b))) > 0.99
 
 
-def test_remat_gives_same_loss_and_grads() -> None:
+@pytest.mark.parametrize("policy", ["nothing", "dots"])
+def test_remat_gives_same_loss_and_grads(policy: str) -> None:
     cfg = small()
     params = perturbed_params(cfg)
     toks = tokens(cfg, (2, cfg.seq_len))
     plain = value_and_grad(params, toks, cfg)
-    remat = value_and_grad(params, toks, small(remat=True))
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), plain, remat)
+    remat = value_and_grad(params, toks, small(remat=True, remat_policy=policy))
+    exact = [
+        np.array_equal(np.asarray(a), np.asarray(b))
+        for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(remat), strict=True)
+    ]
+    # Rematerialising recomputes the same ops: on CPU the gradient is the same to the bit.
+    assert all(exact), f"{len(exact) - sum(exact)} of {len(exact)} leaves differ"
 
 
 def test_vmap_over_a_candidate_axis_of_params() -> None:

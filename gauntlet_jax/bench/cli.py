@@ -23,7 +23,9 @@ What runs:
   train      the miner's gradient accumulation (`model.grad.accumulate_grads`) over M micro-batches.
   compress   momentum update + DCT + top-k (`protocol.momentum.momentum_step`) + wire encoding.
   aggregate  decode and validate P peers' payload bytes, stack, and the shared outer step
-             (normalise, merge, IDCT, sign, apply).
+             (normalise, merge, IDCT, sign, apply); then the same with simulated arrivals, each
+             payload decoded on worker threads into a preallocated stack as it arrives
+             (`after_last_arrival_s`: what follows the last arrival).
 
 Devices: every local device joins one mesh. `score` puts the candidate axis on the mesh's `peers`
 axis (the rest on `data`); the others use the configured mesh (batch over data/fsdp). Only jax,
@@ -94,6 +96,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--random-batches", type=int, default=defaults.random_batches)
     parser.add_argument("--micro-batches", type=int, default=defaults.micro_batches)
     parser.add_argument("--peers", type=int, default=None, help="aggregate: payloads merged")
+    parser.add_argument(
+        "--arrival-s",
+        type=float,
+        default=None,
+        help="aggregate: seconds between simulated arrivals (default: one serial decode)",
+    )
     parser.add_argument("--warmup", type=int, default=defaults.warmup)
     parser.add_argument("--repeats", type=int, default=defaults.repeats)
     parser.add_argument("--peak-size", type=int, default=None, help="n of the n³ peak product")
@@ -114,6 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
     if args.warmup < 0:
         parser.error("--warmup must be >= 0")
+    if args.arrival_s is not None and args.arrival_s < 0:
+        parser.error("--arrival-s must be >= 0")
     opts = Options(
         candidates=args.candidates,
         chunk=args.chunk,
@@ -121,6 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         random_batches=args.random_batches,
         micro_batches=args.micro_batches,
         peers=args.peers,
+        arrival_s=args.arrival_s,
         warmup=args.warmup,
         repeats=args.repeats,
         peak_size=args.peak_size,

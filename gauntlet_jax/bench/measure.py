@@ -44,6 +44,7 @@ class Options:
     random_batches: int = RANDOM_BATCHES
     micro_batches: int = 4
     peers: int | None = None  # aggregate; default: protocol.gather_peers
+    arrival_s: float | None = None  # aggregate: seconds between arrivals; default: serial decode
     warmup: int = 1
     repeats: int = 5
     peak_size: int | None = None

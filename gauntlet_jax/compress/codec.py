@@ -305,29 +305,63 @@ def decode_payload(
     )
 
 
+class PayloadStack:
+    """Preallocated stacked buffers of P peers' payloads for the outer step: idx [P,…] (distinct
+    placeholder indices), vals [P,…] (zeros), mask [P] (False) until a row is written.
+
+    Rows are independent: worker threads may `put` different rows at once (the decode pool of
+    `compress.streaming` writes each payload into its row as it arrives), so the stacking copy
+    overlaps the arrivals instead of following the last one.
+    """
+
+    def __init__(self, plan: CompressionPlan, n_peers: int) -> None:
+        self.plan = plan
+        self.n_peers = n_peers
+        self.mask = np.zeros(n_peers, dtype=bool)
+        # Distinct placeholder indices keep even masked-out rows free of repeated writes.
+        self.idx = [
+            np.broadcast_to(
+                np.arange(lp.k, dtype=lp.index_dtype), (n_peers, *lp.payload_shape)
+            ).copy()
+            for lp in plan.leaves
+        ]
+        self.vals = [np.zeros((n_peers, *lp.payload_shape), np.float32) for lp in plan.leaves]
+        self._held: list[DecodedPayload | None] = [None] * n_peers
+
+    def put(self, row: int, payload: DecodedPayload | None) -> None:
+        """Writes `payload` into `row` (None: back to the placeholder, mask False)."""
+        if payload is None:
+            for lp, idx, vals in zip(self.plan.leaves, self.idx, self.vals, strict=True):
+                idx[row] = np.arange(lp.k, dtype=lp.index_dtype)
+                vals[row] = 0.0
+        else:
+            leaves = zip(
+                self.plan.flatten(payload.idx), self.plan.flatten(payload.vals), strict=True
+            )
+            for (i, v), idx, vals in zip(leaves, self.idx, self.vals, strict=True):
+                idx[row] = i
+                vals[row] = v
+        self.mask[row] = payload is not None
+        self._held[row] = payload
+
+    def stacked(self, payloads: Sequence[DecodedPayload | None]) -> tuple[Any, Any, np.ndarray]:
+        """(idx [P,…], vals [P,…], mask [P]) holding exactly `payloads` in order: rows already
+        written with the same payload object are kept, any other row is (re)written. The arrays
+        are this stack's own buffers: a later `put` changes them."""
+        if len(payloads) != self.n_peers:
+            raise ValueError(f"{len(payloads)} payloads for a stack of {self.n_peers} rows")
+        for row, payload in enumerate(payloads):
+            if payload is not self._held[row]:
+                self.put(row, payload)
+        return self.plan.unflatten(self.idx), self.plan.unflatten(self.vals), self.mask.copy()
+
+
 def stack_payloads(
     payloads: Sequence[DecodedPayload | None], plan: CompressionPlan
 ) -> tuple[Any, Any, np.ndarray]:
     """Stacks payloads on a leading peer axis for the outer step: (idx [P,…], vals [P,…], mask [P]).
 
-    A missing or rejected peer (None) gets zero indices and values and mask False, so shapes stay
-    static whatever the gather set's health.
+    A missing or rejected peer (None) gets distinct placeholder indices, zero values and mask
+    False, so shapes stay static whatever the gather set's health.
     """
-    n = len(payloads)
-    mask = np.array([p is not None for p in payloads], dtype=bool)
-    idx_out, val_out = [], []
-    per_peer = [
-        (plan.flatten(p.idx), plan.flatten(p.vals)) if p is not None else None for p in payloads
-    ]
-    for i, lp in enumerate(plan.leaves):
-        # Distinct placeholder indices keep even masked-out rows free of repeated writes.
-        placeholder = np.arange(lp.k, dtype=lp.index_dtype)
-        idx = np.broadcast_to(placeholder, (n, *lp.payload_shape)).copy()
-        vals = np.zeros((n, *lp.payload_shape), dtype=np.float32)
-        for p, leaves in enumerate(per_peer):
-            if leaves is not None:
-                idx[p] = leaves[0][i]
-                vals[p] = leaves[1][i]
-        idx_out.append(idx)
-        val_out.append(vals)
-    return plan.unflatten(idx_out), plan.unflatten(val_out), mask
+    return PayloadStack(plan, len(payloads)).stacked(payloads)

@@ -209,10 +209,11 @@ class Miner:
         assert self.replica is not None
         node = self.node
         gather = node.network.gather_set(window)
+        stack = self.replica.new_stack()
         fetched = node.network.fetch_payloads(
-            gather, window, self.replica.plan, node.gather_deadline(window)
+            gather, window, self.replica.plan, node.gather_deadline(window), stack
         )
-        _, mask = self.replica.apply_gathered(window, list(fetched.values()))
+        _, mask = self.replica.apply_gathered(window, list(fetched.values()), stack)
         maybe_checkpoint(self.cfg, self.checkpoints, self.replica, self.momentum)
         probes = encode_probes(
             self.uid,

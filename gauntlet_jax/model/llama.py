@@ -80,6 +80,10 @@ def check_config(cfg: ModelConfig) -> None:
             raise ConfigError(f"model.{name}={value!r} is not a dtype") from err
         if not jnp.issubdtype(dtype, jnp.floating):
             raise ConfigError(f"model.{name}={value!r} is not a floating dtype")
+    if cfg.remat_policy not in _REMAT_POLICIES:
+        raise ConfigError(
+            f"model.remat_policy={cfg.remat_policy!r}; valid: {', '.join(_REMAT_POLICIES)}"
+        )
     if not 0 <= cfg.pad_id < cfg.vocab_size:
         raise ConfigError(f"model.pad_id={cfg.pad_id} outside the vocabulary [0, {cfg.vocab_size})")
 
@@ -270,6 +274,13 @@ def _block(
     return x_BTD + proj(gate_BTF * up_BTF, layer["w_down"]).astype(x_BTD.dtype)
 
 
+# `ModelConfig.remat_policy` → what `jax.checkpoint` saves of each block for the backward.
+_REMAT_POLICIES = {
+    "nothing": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
 def forward(params: Params, tokens_BT: jax.Array, cfg: ModelConfig) -> jax.Array:
     """Logits (B, T, vocab) in fp32 for int tokens (B, T); position t sees tokens <= t only.
 
@@ -287,7 +298,7 @@ def forward(params: Params, tokens_BT: jax.Array, cfg: ModelConfig) -> jax.Array
         return _block(x, layer, cos_TK, sin_TK, cfg, impl), None
 
     if cfg.remat:
-        step = jax.checkpoint(step)
+        step = jax.checkpoint(step, policy=_REMAT_POLICIES[cfg.remat_policy])
     x_BTD, _ = jax.lax.scan(step, x_BTD, params["layers"])
 
     x_BTD = _rms_norm(x_BTD, params["final_norm"], cfg.norm_eps, cdt)

@@ -19,8 +19,14 @@ import numpy as np
 
 from gauntlet_jax.chain.base import Chain, Metagraph
 from gauntlet_jax.chain.errors import ChainDataError
-from gauntlet_jax.compress.codec import DecodedPayload, decode_payload, max_payload_bytes
+from gauntlet_jax.compress.codec import (
+    DecodedPayload,
+    PayloadStack,
+    decode_payload,
+    max_payload_bytes,
+)
 from gauntlet_jax.compress.plan import CompressionPlan
+from gauntlet_jax.compress.streaming import StreamingDecoder
 from gauntlet_jax.config import Config
 from gauntlet_jax.errors import (
     InvalidPayload,
@@ -155,18 +161,18 @@ class Network:
                     return None
             time.sleep(POLL_INTERVAL_S)
 
-    def fetch(
+    def fetch_bytes(
         self,
         uid: int,
         window: int,
         name: str,
-        decode: Callable[[bytes], Any],
         *,
         max_bytes: int,
         deadline: float,
         check_put_window: bool,
     ) -> Fetched:
-        """Head (put-window check on the server time), bounded get, decode: one judged object."""
+        """Head (put-window check on the server time) and bounded get: one judged object whose
+        value, when ok, is its undecoded bytes."""
         bucket = self.bucket(uid)
         if bucket is None:
             return Fetched(uid, window, "missing", detail="no bucket committed")
@@ -185,17 +191,43 @@ class Network:
             return Fetched(uid, window, "missing", detail=f"{name} vanished")
         except StorageError as e:
             return Fetched(uid, window, "invalid", detail=f"download failed: {e}")
+        return Fetched(uid, window, "ok", data, info.last_modified)
+
+    def fetch(
+        self,
+        uid: int,
+        window: int,
+        name: str,
+        decode: Callable[[bytes], Any],
+        *,
+        max_bytes: int,
+        deadline: float,
+        check_put_window: bool,
+    ) -> Fetched:
+        """`fetch_bytes`, then decode: one judged object."""
+        raw = self.fetch_bytes(
+            uid,
+            window,
+            name,
+            max_bytes=max_bytes,
+            deadline=deadline,
+            check_put_window=check_put_window,
+        )
+        if raw.status != "ok":
+            return raw
         try:
-            value = decode(data)
+            return _decoded(raw, decode(raw.value))
         except InvalidPayload as e:
-            return Fetched(uid, window, "invalid", last_modified=info.last_modified, detail=str(e))
-        return Fetched(uid, window, "ok", value, info.last_modified)
+            return _decoded(raw, e)
+
+    def payload_cap(self, plan: CompressionPlan) -> int:
+        return min(self.cfg.compress.max_payload_bytes, max_payload_bytes(plan))
 
     def fetch_payload(
         self, uid: int, window: int, plan: CompressionPlan, deadline: float
     ) -> Fetched:
         """A peer's pseudo-gradient for `window`, validated (status "ok" → DecodedPayload)."""
-        cap = min(self.cfg.compress.max_payload_bytes, max_payload_bytes(plan))
+        cap = self.payload_cap(plan)
 
         def decode(data: bytes) -> DecodedPayload:
             return decode_payload(
@@ -208,9 +240,35 @@ class Network:
         )
 
     def fetch_payloads(
-        self, uids: Sequence[int], window: int, plan: CompressionPlan, deadline: float
+        self,
+        uids: Sequence[int],
+        window: int,
+        plan: CompressionPlan,
+        deadline: float,
+        stack: PayloadStack | None = None,
     ) -> dict[int, Fetched]:
-        return {uid: self.fetch_payload(uid, window, plan, deadline) for uid in uids}
+        """The payloads of `uids` for `window`, judged, in `uids` order. Bytes are fetched in
+        order on this thread; each is decoded on a worker as soon as it is in, written straight
+        into row i of `stack` (uids[i]'s row) when one is given, so the outer step that follows
+        finds the gather set stacked already (`Replica.gather_signs(…, stack)`)."""
+        cap = self.payload_cap(plan)
+        stack = PayloadStack(plan, 0) if stack is None else stack
+        raws: list[Fetched] = []
+        with StreamingDecoder(plan, stack, cap, self.cfg.compress.decode_workers) as decoder:
+            pending = []
+            for row, uid in enumerate(uids):
+                name = names.gradient_name(window, uid, self.cfg.protocol.version)
+                raw = self.fetch_bytes(
+                    uid, window, name, max_bytes=cap, deadline=deadline, check_put_window=True
+                )
+                raws.append(raw)
+                ok = raw.status == "ok"
+                pending.append(decoder.submit(row, uid, window, raw.value) if ok else None)
+            judged = [
+                raw if future is None else _decoded(raw, future.result())
+                for raw, future in zip(raws, pending, strict=True)
+            ]
+        return {f.uid: f for f in judged}
 
     def last_upload_windows(self, uids: Sequence[int], window: int, span: int) -> dict[int, int]:
         """For each uid, the latest window in [window − span, window] with a gradient object
@@ -304,6 +362,15 @@ class Network:
                 log.warning("peer list %d of uid %d unusable (%s)", first, lead, e)
                 return None
         return self._peer_lists[first]
+
+
+def _decoded(raw: Fetched, value: Any) -> Fetched:
+    """A fetched object's verdict once decoded: ok with its value, or invalid with the reason."""
+    if isinstance(value, InvalidPayload):
+        return Fetched(
+            raw.uid, raw.window, "invalid", last_modified=raw.last_modified, detail=str(value)
+        )
+    return Fetched(raw.uid, raw.window, "ok", value, raw.last_modified)
 
 
 def pad_to(items: Sequence[Any], n: int, fill: Any = None) -> list[Any]:

@@ -14,7 +14,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from gauntlet_jax.compress.codec import stack_payloads
+from gauntlet_jax.compress.codec import PayloadStack
 from gauntlet_jax.compress.plan import CompressionPlan, make_plan
 from gauntlet_jax.config import Config
 from gauntlet_jax.model import llama
@@ -66,12 +66,20 @@ class Replica:
         """α for the outer step of `window`: the schedule runs on global steps since the start."""
         return outer_lr(max(0, window - self.start_window), self.cfg.protocol)
 
-    def gather_signs(self, fetched: Sequence[Fetched]) -> tuple[Any, np.ndarray]:
+    def new_stack(self) -> PayloadStack:
+        """Empty stacked buffers for this window's gather set (`Network.fetch_payloads` fills
+        them as the payloads arrive)."""
+        return PayloadStack(self.plan, self.cfg.protocol.gather_peers)
+
+    def gather_signs(
+        self, fetched: Sequence[Fetched], stack: PayloadStack | None = None
+    ) -> tuple[Any, np.ndarray]:
         """sign(A) of the gather set's valid payloads, padded to `gather_peers` for static
-        shapes; returns (signs, mask of peers that counted)."""
+        shapes; returns (signs, mask of peers that counted). `stack`: the buffers the fetch
+        decoded into (`new_stack`); rows already holding these payloads are not copied again."""
         payloads = [f.value if f.status == "ok" else None for f in fetched]
         padded = pad_to(payloads, self.cfg.protocol.gather_peers)
-        idx, vals, mask = stack_payloads(padded, self.plan)
+        idx, vals, mask = (self.new_stack() if stack is None else stack).stacked(padded)
         idx, vals = self.placement.place_payloads(idx, vals)
         placed_mask = self.placement.place_replicated(mask)
         return outer.aggregate_sign(idx, vals, placed_mask, self.cfg, self.plan), mask
@@ -85,9 +93,11 @@ class Replica:
         self.params = outer.apply_sign(self.params, signs, self.lr(window), self.cfg)
         self.next_window = window + 1
 
-    def apply_gathered(self, window: int, fetched: Sequence[Fetched]) -> tuple[Any, np.ndarray]:
+    def apply_gathered(
+        self, window: int, fetched: Sequence[Fetched], stack: PayloadStack | None = None
+    ) -> tuple[Any, np.ndarray]:
         """The outer step of `window` from its gather set; returns (signs, mask)."""
-        signs, mask = self.gather_signs(fetched)
+        signs, mask = self.gather_signs(fetched, stack)
         self.apply_signs(window, signs)
         return signs, mask
 

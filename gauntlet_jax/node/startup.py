@@ -157,10 +157,11 @@ class Node:
                 signs = fetch_aggregate(lead_bucket, w, self.cfg, replica.plan)
             except AggregateUnavailable as e:
                 log.debug("window %d: %s; gathering payloads instead", w, e)
+                stack = replica.new_stack()
                 fetched = self.network.fetch_payloads(
-                    self.network.gather_set(w), w, replica.plan, deadline=0.0
+                    self.network.gather_set(w), w, replica.plan, 0.0, stack
                 )
-                signs, _ = replica.gather_signs(list(fetched.values()))
+                signs, _ = replica.gather_signs(list(fetched.values()), stack)
             replica.apply_signs(w, signs)
 
 

@@ -180,8 +180,9 @@ class Simulation:
         self.clock.offset_s = self.cfg.protocol.put_window_s + GATHER_GRACE_S
         self.net.follower.refresh()
         gather = self.net.follower.gather_set(window)
-        fetched = self.net.follower.fetch_payloads(gather, window, self.plan, deadline=0.0)
-        self.last_signs, _ = self.shared.apply_gathered(window, [fetched[u] for u in gather])
+        stack = self.shared.new_stack()
+        fetched = self.net.follower.fetch_payloads(gather, window, self.plan, 0.0, stack)
+        self.last_signs, _ = self.shared.apply_gathered(window, [fetched[u] for u in gather], stack)
         self.history[window + 1] = self.shared.params
         for old in [w for w in self.history if w < window + 1 - self.max_lag]:
             del self.history[old]

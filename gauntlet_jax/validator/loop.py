@@ -192,7 +192,9 @@ class Validator:
             publish_gather_set(node, self.cfg, window, w, active, peers, schedule)
 
         # 5. The shared outer step, its aggregate, and the state.
-        signs, mask = replica.apply_gathered(window, [found.fetched[u] for u in gather])
+        signs, mask = replica.apply_gathered(
+            window, [found.fetched[u] for u in gather], found.stack
+        )
         publish_aggregate(node, self.cfg, window, signs, replica.plan)
         self.state = dataclasses.replace(
             self.state,

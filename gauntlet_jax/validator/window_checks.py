@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-from gauntlet_jax.compress.codec import stack_payloads
+from gauntlet_jax.compress.codec import PayloadStack, stack_payloads
 from gauntlet_jax.compress.plan import CompressionPlan
 from gauntlet_jax.config import Config, ValidatorConfig
 from gauntlet_jax.node.network import Fetched, Network
@@ -36,6 +36,7 @@ class FastChecks(NamedTuple):
     fetched: dict[int, Fetched]  # the gather set's payloads
     sync_x: dict[int, float]  # steps behind, for the peers whose probes were read
     overlaps: dict[int, float]  # the overlap of each offender
+    stack: PayloadStack  # the gather set's payloads stacked as they arrived, for the outer step
 
 
 def fast_checks(
@@ -51,7 +52,8 @@ def fast_checks(
     """Runs the window's fast checks, recording statuses and slashes in `ledger`; `stacks`
     warns about peers that publish another software stack."""
     vcfg = cfg.validator
-    fetched = network.fetch_payloads(gather, window, replica.plan, deadline=0.0)
+    stack = replica.new_stack()
+    fetched = network.fetch_payloads(gather, window, replica.plan, deadline=0.0, stack=stack)
     for uid, f in fetched.items():
         ledger.note(uid, "payload", f.status)
         if f.status != "ok":
@@ -62,7 +64,7 @@ def fast_checks(
         if checks.is_out_of_sync(sync_x.get(uid, math.inf), vcfg):
             ledger.slash(uid, "out_of_sync", vcfg)
     overlaps = overlap_checks(window, gather, fetched, replica.plan, ledger, vcfg)
-    return FastChecks(fetched, sync_x, overlaps)
+    return FastChecks(fetched, sync_x, overlaps, stack)
 
 
 def sync_checks(
