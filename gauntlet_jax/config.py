@@ -167,12 +167,25 @@ class ValidatorConfig:
 
     offset_windows: int = 2
     active_windows: int = 5
+    # The floor of exactly evaluated peers per window (the reference's fixed count).
     uids_per_window: int = 4
     num_bins: int = 5
     sample_rate: float = 0.1
     eval_lr_factor: float = 0.2
-    # Max candidates scored in one vmap; more are chunked.
+    # Candidates per compiled call (exact scoring and the screen); more are run chunk by chunk.
     candidate_chunk: int = 8
+    # Exact evaluations per window as a time budget: as many chunks as fit in this fraction of
+    # the window (blocks_per_window · block_time_s) after the window's other work, at the
+    # measured pace (docs/protocol.md, "Scoring every peer"); 0 = exactly uids_per_window.
+    score_budget_fraction: float = 0.8
+    # At most this many exact evaluations per window (0 = no cap; = uids_per_window pins the
+    # count, for reproducible simulations).
+    exact_max: int = 0
+    # The first-order screen of every active peer (validator/screen.py) picks who is evaluated
+    # exactly: the top by estimate plus a random_share drawn by staleness from the rest. Off:
+    # the reference's selection (a random ordinal bin, staleness-weighted draws).
+    screen: bool = True
+    screen_random_share: float = 0.25
     openskill_beta: float = 7.0
     openskill_tau: float = 0.1
     bma_alpha: float = 0.05

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from gauntlet_jax.config import ValidatorConfig
+from gauntlet_jax.validator.evaluation import eval_candidates
 from gauntlet_jax.validator.overlap import (
     OverlapFinding,
     apply_overlap_slashes,
@@ -18,6 +19,7 @@ from gauntlet_jax.validator.overlap import (
     overlap_matrix,
 )
 from gauntlet_jax.validator.state import PeerRecord
+from gauntlet_jax.validator.window_record import WindowLedger
 
 K = 32
 CFG = ValidatorConfig()  # threshold 0.4, ×0.5 below 0.5, reset at 0.5
@@ -124,6 +126,7 @@ def test_exclusion_above_exclude_at():
     assert CFG.overlap_exclude_windows == 200  # the later reference's naughty-peer timeout
     peers = {2: PeerRecord(uid=2, mu=30.0, sigma=2.0, final=8.0, bma=0.4)}
     out = apply_overlap_slashes(peers, [OverlapFinding(1, 2, 0.65, 2)], window=100, cfg=CFG)
+    excluded_until_301 = dict(out)
     assert out[2].excluded_until == 301 and not out[2].rated and out[2].final == 0.0
     assert excluded_uids(out, 300) == {2}
     assert excluded_uids(out, 301) == set()
@@ -132,6 +135,11 @@ def test_exclusion_above_exclude_at():
     off = dataclasses.replace(CFG, overlap_exclude_windows=0)
     out = apply_overlap_slashes({}, [OverlapFinding(1, 2, 0.65, 2)], window=100, cfg=off)
     assert out[2].excluded_until is None
+
+    # An excluded peer is neither screened nor evaluated, whichever way the window chooses.
+    ledger = WindowLedger.open(excluded_until_301, [1, 2, 3])
+    assert eval_candidates(300, [3, 2, 1], [1, 2, 3], ledger) == [3, 1]
+    assert eval_candidates(301, [3, 2, 1], [1, 2, 3], ledger) == [3, 2, 1]
 
 
 def test_shape_mismatch_is_refused():

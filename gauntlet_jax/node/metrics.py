@@ -47,6 +47,8 @@ class PeerWindowRecord:
     loss_after_random: float | None = None
     improvement_own: float | None = None
     improvement_random: float | None = None
+    # The first-order screen's estimate of improvement_random (validator/screen.py); never rated.
+    screen: float | None = None
     binary: float | None = None
     mu: float | None = None
     sigma: float | None = None

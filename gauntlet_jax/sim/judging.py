@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from scipy.stats import spearmanr
 
 from gauntlet_jax.sim.peers import HONEST_KINDS
 
@@ -138,6 +139,35 @@ def rating_separation(
     }
 
 
+def screen_agreement(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """How well the first-order screen ranks peers as the exact LossScore does: Spearman rank
+    correlation, per window over the peers with both (windows with ≥ 3 of them), and how many
+    peers each window screened and evaluated exactly."""
+    by_window: dict[int, list[tuple[float, float]]] = {}
+    counts: dict[int, dict[str, int]] = {}
+    for r in records:
+        if r.get("kind") == "window":
+            counts[r["window"]] = {"screened": r.get("screened", 0), "exact": r.get("exact", 0)}
+        if r.get("kind") != "peer":
+            continue
+        screen, exact = r.get("screen"), r.get("improvement_random")
+        if isinstance(screen, float) and isinstance(exact, float) and r.get("evaluated"):
+            by_window.setdefault(r["window"], []).append((screen, exact))
+    rhos = {}
+    for w, pairs in sorted(by_window.items()):
+        if len(pairs) >= 3:
+            a, b = zip(*pairs, strict=True)
+            rho = spearmanr(a, b).statistic
+            if np.isfinite(rho):
+                rhos[w] = float(rho)
+    return {
+        "spearman_per_window": rhos,
+        "spearman_mean": float(np.mean(list(rhos.values()))) if rhos else None,
+        "spearman_min": min(rhos.values()) if rhos else None,
+        "per_window": {str(w): c for w, c in sorted(counts.items())},
+    }
+
+
 __all__ = [
     "ADVERSARY_CLASS_BAR",
     "HONEST_SHARE_BAR",
@@ -146,4 +176,5 @@ __all__ = [
     "evaluate_bars",
     "honest_share",
     "rating_separation",
+    "screen_agreement",
 ]

@@ -43,7 +43,13 @@ from gauntlet_jax.protocol.fingerprint import fingerprint
 from gauntlet_jax.protocol.honest import mean_loss
 from gauntlet_jax.protocol.probes import encode_probes, gather_probes
 from gauntlet_jax.sim.baselines import run_baselines
-from gauntlet_jax.sim.judging import class_weights, evaluate_bars, honest_share, rating_separation
+from gauntlet_jax.sim.judging import (
+    class_weights,
+    evaluate_bars,
+    honest_share,
+    rating_separation,
+    screen_agreement,
+)
 from gauntlet_jax.sim.network import (
     SUMMARY_FILE,
     SimNetwork,
@@ -341,8 +347,9 @@ class Simulation:
             "config": to_dict(self.cfg),
         }
         summary["bars"] = evaluate_bars(summary)
+        records = read_records(self.out_dir / METRICS_FILE)
+        summary["screen"] = screen_agreement(records)
         if self.options.expected_order:
-            records = read_records(self.out_dir / METRICS_FILE)
             summary["separation"] = rating_separation(
                 records, self.kinds, self.options.expected_order
             )

@@ -1,11 +1,16 @@
 """Step 3 of a validator window: who is evaluated, their loss deltas, their ratings
-(GAUNTLET.md §3, §5.1–§5.4).
+(GAUNTLET.md §3, §5.1–§5.4; docs/protocol.md, "Scoring every peer").
 
-A few active peers are chosen (staleness-weighted, from a random ordinal bin); each chosen
-peer's own pseudo-gradient is scored by the loss change it makes on its own pages and on the
-window's random pages, all candidates in one call (`loss_delta.score_candidates`); the scored
-peers are then rated as one OpenSkill match and their final scores refreshed. All randomness
-derives from (seed, window).
+With `validator.screen` (the default) every active peer's payload is screened first: the
+first-order estimate of its LossScore on the window's random pages (`validator.screen`). The
+peers then evaluated exactly are as many as the window's time budget holds
+(`validator.budget`): the top by estimate, plus a random share drawn by staleness from the rest
+so that no peer can hide from the exact evaluation. Without the screen the reference's selection
+runs (staleness-weighted, from a random ordinal bin). Each exactly evaluated peer's own
+pseudo-gradient is scored by the loss change it makes on its own pages and on the random pages,
+one compiled chunk of candidates at a time (`loss_delta.score_candidates`); the scored peers are
+then rated as one OpenSkill match and their final scores refreshed. Screen values are never
+rated. All randomness derives from (seed, window).
 """
 
 from __future__ import annotations
@@ -13,7 +18,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import time
 from collections.abc import Collection
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -24,13 +31,26 @@ from gauntlet_jax.data.corpus import TokenCorpus
 from gauntlet_jax.data.pages import batches_for, random_batches
 from gauntlet_jax.errors import DataError
 from gauntlet_jax.model.sharding import to_host
+from gauntlet_jax.node import multihost
 from gauntlet_jax.node.network import Fetched, Network, pad_to
 from gauntlet_jax.node.replica import Replica
 from gauntlet_jax.validator import checks, overlap, rating, weights
+from gauntlet_jax.validator.budget import ScoringPace, exact_count
 from gauntlet_jax.validator.loss_delta import LossDeltas, pad_batches, score_candidates
+from gauntlet_jax.validator.screen import random_gradient, screen_candidates
 from gauntlet_jax.validator.window_record import WindowLedger
 
 log = logging.getLogger(__name__)
+
+
+def eval_candidates(
+    window: int, active: Collection[int], miners: Collection[int], ledger: WindowLedger
+) -> list[int]:
+    """The active miners that may be screened and evaluated this window, in `active`'s order
+    (the selection's random draws follow it): every one but those serving an overlap
+    exclusion."""
+    excluded = overlap.excluded_uids(ledger.peers, window)
+    return [u for u in active if u in set(miners) and u not in excluded]
 
 
 def choose_eval_peers(
@@ -45,8 +65,7 @@ def choose_eval_peers(
     counter is updated in `ledger` (reset when chosen, grown when not). Peers serving an
     overlap exclusion are not candidates."""
     peers = ledger.peers
-    excluded = overlap.excluded_uids(peers, window)
-    eval_peers = [u for u in active if u in set(miners) and u not in excluded]
+    eval_peers = eval_candidates(window, active, miners, ledger)
     ordinals = {u: rating.peer_ordinal(peers[u]) for u in eval_peers}
     staleness = {u: peers[u].staleness for u in eval_peers}
     rng = rating.window_rng(seed, window, "select")
@@ -64,6 +83,10 @@ def sample_batches(
     return batches[np.sort(rng.choice(len(batches), size=n, replace=False))]
 
 
+def _chunks(n: int, chunk: int) -> list[range]:
+    return [range(s, min(s + chunk, n)) for s in range(0, n, chunk)]
+
+
 def score_payloads(
     replica: Replica,
     cfg: Config,
@@ -72,31 +95,185 @@ def score_payloads(
     rand: np.ndarray,
     beta: float,
 ) -> LossDeltas:
-    """Loss deltas of candidates (`score_candidates`) at static shapes: payloads padded to
-    `uids_per_window` (absent ones weigh nothing), everything placed on the node's mesh."""
+    """Loss deltas of candidates (`score_candidates`) at static shapes: one compiled call per
+    chunk of `candidate_chunk` payloads (the last padded; absent ones weigh nothing), so any
+    number of candidates runs the same program; everything placed on the node's mesh."""
     vcfg = cfg.validator
     placement = replica.placement
-    k_static = vcfg.uids_per_window
+    chunk = max(1, vcfg.candidate_chunk)
     n_static = max(len(b) for b in own)
-    own_KNBT, own_w = pad_batches(pad_to(own, k_static, own[0]), n_static)
-    own_w[len(own) :] = 0.0
-    idx, vals, _ = stack_payloads(pad_to(payloads, k_static), replica.plan)
-    idx, vals = placement.place_payloads(idx, vals)
-    deltas = score_candidates(
-        replica.params,
-        idx,
-        vals,
-        placement.place_tokens(own_KNBT, ("peers", "micro", "batch", "seq")),
-        placement.place_replicated(own_w),
-        placement.place_tokens(rand, ("micro", "batch", "seq")),
-        placement.place_replicated(np.ones(len(rand), np.float32)),
-        placement.place_replicated(np.float32(beta)),
-        model_cfg=cfg.model,
-        plan=replica.plan,
-        chunk=vcfg.candidate_chunk,
-        normalise=cfg.protocol.normalise,
+    rand_p = placement.place_tokens(rand, ("micro", "batch", "seq"))
+    rand_w = placement.place_replicated(np.ones(len(rand), np.float32))
+    beta_p = placement.place_replicated(np.float32(beta))
+    parts = []
+    for span in _chunks(len(payloads), chunk):
+        own_c = [own[i] for i in span]
+        own_KNBT, own_w = pad_batches(pad_to(own_c, chunk, own_c[0]), n_static)
+        own_w[len(own_c) :] = 0.0
+        idx, vals, _ = stack_payloads(pad_to([payloads[i] for i in span], chunk), replica.plan)
+        idx, vals = placement.place_payloads(idx, vals)
+        deltas = score_candidates(
+            replica.params,
+            idx,
+            vals,
+            placement.place_tokens(own_KNBT, ("peers", "micro", "batch", "seq")),
+            placement.place_replicated(own_w),
+            rand_p,
+            rand_w,
+            beta_p,
+            model_cfg=cfg.model,
+            plan=replica.plan,
+            chunk=chunk,
+            normalise=cfg.protocol.normalise,
+        )
+        parts.append((LossDeltas(*to_host(tuple(deltas))), len(span)))
+    return LossDeltas(
+        np.concatenate([np.asarray(d.own_before)[:n] for d, n in parts]),
+        np.concatenate([np.asarray(d.own_after)[:n] for d, n in parts]),
+        np.asarray(parts[0][0].random_before),
+        np.concatenate([np.asarray(d.random_after)[:n] for d, n in parts]),
     )
-    return LossDeltas(*to_host(tuple(deltas)))
+
+
+def screen_payloads(
+    replica: Replica, cfg: Config, payloads: list[Any], rand: np.ndarray, beta: float
+) -> np.ndarray:
+    """The screen (`screen.screen_candidates`) of every payload: one gradient of the random
+    pages, then one compiled call per chunk of `candidate_chunk` payloads. [len(payloads)]."""
+    placement = replica.placement
+    chunk = max(1, cfg.validator.candidate_chunk)
+    grad, loss = random_gradient(
+        replica.params, placement.place_tokens(rand, ("micro", "batch", "seq")), cfg.model
+    )
+    beta_p = placement.place_replicated(np.float32(beta))
+    out = []
+    for span in _chunks(len(payloads), chunk):
+        idx, vals, _ = stack_payloads(pad_to([payloads[i] for i in span], chunk), replica.plan)
+        idx, vals = placement.place_payloads(idx, vals)
+        est = screen_candidates(
+            grad, loss, idx, vals, beta_p, plan=replica.plan, normalise=cfg.protocol.normalise
+        )
+        out.append(np.asarray(to_host(est), np.float64)[: len(span)])
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+@dataclass
+class WindowPages:
+    """The window's shared random pages (sampled) and the trial step size β."""
+
+    rand: np.ndarray
+    beta: float
+
+
+def window_pages(
+    window: int, replica: Replica, corpus: TokenCorpus, cfg: Config, seed: int
+) -> WindowPages:
+    vcfg = cfg.validator
+    random_seed = int(rating.window_rng(seed, window, "random").integers(1000, 10_000_000))
+    rng = rating.window_rng(seed, window, "random_sample")
+    rand = sample_batches(random_batches(corpus, cfg, random_seed, window), rng, vcfg)
+    return WindowPages(rand, vcfg.eval_lr_factor * replica.lr(window))
+
+
+@dataclass
+class Screened:
+    """The screen's outcome: finite estimates (uid → estimated LossScore), the peers whose
+    estimate was not finite (unscored this window), and the valid payloads fetched."""
+
+    estimates: dict[int, float] = field(default_factory=dict)
+    nonfinite: list[int] = field(default_factory=list)
+    invalid: list[int] = field(default_factory=list)
+    fetched: dict[int, Fetched] = field(default_factory=dict)
+
+
+def screen_peers(
+    window: int,
+    eval_peers: list[int],
+    fetched: dict[int, Fetched],
+    pages: WindowPages,
+    ledger: WindowLedger,
+    *,
+    replica: Replica,
+    network: Network,
+    cfg: Config,
+) -> Screened:
+    """Screens every eval peer's payload. An invalid payload gets no screen value and is
+    penalised as an invalid evaluated payload; a missing one is left for the exact draw (where
+    it is slashed as before); a non-finite estimate (from θ or the pages: the sign is bounded)
+    is logged and the peer left unscored this window."""
+    peers = ledger.peers
+    out = Screened()
+    for uid in sorted(eval_peers):
+        f = fetched.get(uid) or network.fetch_payload(uid, window, replica.plan, 0.0)
+        if f.status == "invalid":
+            peers[uid] = checks.zero_on_invalid_eval(peers[uid])
+            ledger.flag(uid, "eval_invalid")
+            ledger.note(uid, "screen", "invalid")
+            out.invalid.append(uid)
+        elif f.status == "ok":
+            out.fetched[uid] = f
+        else:
+            ledger.note(uid, "screen", "missing")
+    uids = list(out.fetched)
+    if not uids:
+        return out
+    values = screen_payloads(
+        replica, cfg, [out.fetched[u].value for u in uids], pages.rand, pages.beta
+    )
+    for uid, v in zip(uids, values, strict=True):
+        if math.isfinite(v):
+            out.estimates[uid] = float(v)
+            ledger.screens[uid] = float(v)
+            ledger.note(uid, "screen", "ok")
+        else:
+            log.warning("window %d uid %d: non-finite screen value %r; unscored", window, uid, v)
+            out.nonfinite.append(uid)
+            ledger.note(uid, "screen", "nonfinite")
+    return out
+
+
+def choose_exact(
+    window: int,
+    eval_peers: list[int],
+    screened: Screened,
+    n_exact: int,
+    ledger: WindowLedger,
+    seed: int,
+    vcfg: ValidatorConfig,
+) -> list[int]:
+    """The window's exactly evaluated peers: the top ⌈(1 − share)·n⌉ by screen estimate (ties
+    by uid), then the rest of the n drawn without replacement, by staleness, from every other
+    eval peer but the invalid and the non-finite ones (so a peer the screen ranks low, or one
+    whose payload is missing, is still drawn). Staleness counters are updated as by
+    `choose_eval_peers`."""
+    peers = ledger.peers
+    left_out = set(screened.nonfinite) | set(screened.invalid)
+    eligible = [u for u in sorted(eval_peers) if u not in left_out]
+    n = min(n_exact, len(eligible))
+    n_top = min(n, math.ceil((1.0 - vcfg.screen_random_share) * n))
+    ranked = sorted(screened.estimates, key=lambda u: (-screened.estimates[u], u))
+    chosen = ranked[:n_top]
+    rest = [u for u in eligible if u not in set(chosen)]
+    k = min(n - len(chosen), len(rest))
+    if k > 0:
+        rng = rating.window_rng(seed, window, "exact_share")
+        w = np.array([peers[u].staleness for u in rest], np.float64)
+        picks = rng.choice(len(rest), size=k, replace=False, p=w / w.sum())
+        chosen += [rest[int(i)] for i in picks]
+    staleness = {u: peers[u].staleness for u in eligible}
+    for uid, s in rating.update_staleness(staleness, eligible, chosen).items():
+        peers[uid] = dataclasses.replace(peers[uid], staleness=s)
+    return chosen
+
+
+@dataclass
+class Evaluated:
+    """An exact evaluation's outcome: uid → LossScore, and its seconds and compiled chunks (the
+    pace the time budget is measured by)."""
+
+    scores: dict[int, float]
+    seconds: float = 0.0
+    chunks: int = 0
 
 
 def evaluate_peers(
@@ -111,9 +288,10 @@ def evaluate_peers(
     corpus: TokenCorpus,
     cfg: Config,
     seed: int,
-) -> dict[int, float]:
-    """Scores the chosen peers; returns uid → LossScore (relative gain on random data). A
-    chosen peer without a valid payload or own data is slashed in `ledger` instead."""
+    pages: WindowPages,
+) -> Evaluated:
+    """Scores the chosen peers exactly; LossScore = relative gain on random data. A chosen
+    peer without a valid payload or own data is slashed in `ledger` instead."""
     vcfg = cfg.validator
     peers = ledger.peers
     candidates, own = [], []
@@ -135,11 +313,12 @@ def evaluate_peers(
             continue
         candidates.append(f)
     if not candidates:
-        return {}
-    random_seed = int(rating.window_rng(seed, window, "random").integers(1000, 10_000_000))
-    rand = sample_batches(random_batches(corpus, cfg, random_seed, window), rng, vcfg)
-    beta = vcfg.eval_lr_factor * replica.lr(window)
-    deltas = score_payloads(replica, cfg, [c.value for c in candidates], own, rand, beta)
+        return Evaluated({})
+    t0 = time.perf_counter()
+    deltas = score_payloads(
+        replica, cfg, [c.value for c in candidates], own, pages.rand, pages.beta
+    )
+    seconds = time.perf_counter() - t0
     scores: dict[int, float] = {}
     for i, f in enumerate(candidates):
         uid = f.uid
@@ -157,7 +336,56 @@ def evaluate_peers(
         peers[uid] = checks.record_evaluation(peers[uid], window, losses, x, vcfg)
         scores[uid] = peers[uid].last_losses["improvement_random"]
         ledger.note(uid, "evaluated", "ok")
-    return scores
+    n_chunks = -(-len(candidates) // max(1, vcfg.candidate_chunk))
+    return Evaluated(scores, seconds, n_chunks)
+
+
+def evaluate_window(
+    window: int,
+    active: Collection[int],
+    miners: list[int],
+    fetched: dict[int, Fetched],
+    sync_x: dict[int, float],
+    ledger: WindowLedger,
+    pace: ScoringPace,
+    *,
+    replica: Replica,
+    network: Network,
+    corpus: TokenCorpus,
+    cfg: Config,
+    seed: int,
+) -> tuple[list[int], Evaluated]:
+    """Step 3 up to the rating: the screen (if on), the choice of exactly evaluated peers
+    (count from the time budget at `pace`, decided by the leader so every process agrees),
+    and their exact scores. Returns (chosen, exact outcome); records the pace."""
+    vcfg = cfg.validator
+    pages = window_pages(window, replica, corpus, cfg, seed)
+    eval_peers = eval_candidates(window, sorted(active), miners, ledger)
+    if vcfg.screen:
+        screened = screen_peers(
+            window, eval_peers, fetched, pages, ledger, replica=replica, network=network, cfg=cfg
+        )
+        n_eligible = len(eval_peers) - len(screened.nonfinite) - len(screened.invalid)
+        n_exact = multihost.leader_call(lambda: exact_count(pace, n_eligible, cfg))
+        chosen = choose_exact(window, eval_peers, screened, n_exact, ledger, seed, vcfg)
+        fetched = {**fetched, **screened.fetched}
+    else:
+        chosen = choose_eval_peers(window, list(active), miners, ledger, seed, vcfg)
+    done = evaluate_peers(
+        window,
+        chosen,
+        fetched,
+        sync_x,
+        ledger,
+        replica=replica,
+        network=network,
+        corpus=corpus,
+        cfg=cfg,
+        seed=seed,
+        pages=pages,
+    )
+    pace.record_chunks(done.seconds, done.chunks)
+    return chosen, done
 
 
 def rate_scored(

@@ -5,9 +5,11 @@
   2. fast checks on the gather set: payload missing / too early / too late / invalid → slash;
      sync probes of window w−1 against θ_w → sync score, slash beyond `sync_max_steps`;
      index overlap between gather payloads → slash the later uploader;
-  3. a few peers (staleness-weighted, from a random ordinal bin) scored by the loss change of
-     their own pseudo-gradient on their own pages and on the window's random pages, all at once
-     (`loss_delta.score_candidates`); b, BMA, OpenSkill, final scores;
+  3. every active peer screened (the first-order estimate of its LossScore, `screen`); as many
+     peers as the window's time budget holds (`budget`; the top by estimate plus a random share)
+     scored exactly by the loss change of their own pseudo-gradient on their own pages and on the
+     window's random pages, one compiled chunk at a time (`loss_delta.score_candidates`); b, BMA,
+     OpenSkill, final scores;
   4. weights (∝ final^c), posted every `windows_per_weights`; the gather set refreshed every
      `peer_refresh_windows` and published;
   5. the shared outer step → θ_{w+1}, its sign aggregate published (catch-up), state saved.
@@ -55,11 +57,12 @@ from gauntlet_jax.node.startup import (
     restore_replica,
 )
 from gauntlet_jax.validator import checks, weights
+from gauntlet_jax.validator.budget import ScoringPace
 from gauntlet_jax.validator.evaluation import (
-    choose_eval_peers,
-    evaluate_peers,
+    evaluate_window,
     rate_scored,
     score_payloads,
+    screen_payloads,
 )
 from gauntlet_jax.validator.publish import (
     announce_start_window,
@@ -105,6 +108,7 @@ class Validator:
         self.checkpoints = checkpoint_store(cfg, node.name)
         self.placement = node_placement(cfg)
         self.stacks = StackWarnings()
+        self.pace = ScoringPace()
 
     # -- start-up -----------------------------------------------------------------------------
 
@@ -132,12 +136,16 @@ class Validator:
         return replica
 
     def warm_up(self) -> None:
-        """Compiles scoring, the outer step and the probes on throwaway inputs (the first real
-        window would otherwise spend a minute compiling while the network moves on)."""
+        """Compiles scoring, the screen, the outer step and the probes on throwaway inputs (the
+        first real window would otherwise spend a minute compiling while the network moves on).
+        The pace of the time budget is measured on real windows: the first one evaluates
+        `uids_per_window` peers exactly."""
         replica = new_replica(self.cfg, 0, self.placement)
         shape = (1, self.cfg.data.batch_size, self.cfg.model.seq_len)
         own = np.zeros(shape, np.int32)
         score_payloads(replica, self.cfg, [None], [own], own, 0.0)
+        if self.vcfg.screen:
+            screen_payloads(replica, self.cfg, [None], own, 0.0)
         replica.apply_gathered(0, [])
         replica.probes(0)
 
@@ -163,22 +171,24 @@ class Validator:
         # 2. Fast checks on the gather set.
         found = fast_checks(window, gather, active, replica, net, ledger, self.cfg, self.stacks)
 
-        # 3. Loss deltas of a few peers, and their ratings.
+        # 3. The screen of every active peer, exact loss deltas of as many as the budget
+        # holds, and their ratings.
         seed = self.state.seed
-        chosen = choose_eval_peers(window, active, miners, ledger, seed, vcfg)
-        scores = evaluate_peers(
+        chosen, exact = evaluate_window(
             window,
-            chosen,
+            active,
+            miners,
             found.fetched,
             found.sync_x,
             ledger,
+            self.pace,
             replica=replica,
             network=net,
             corpus=self.corpus,
             cfg=self.cfg,
             seed=seed,
         )
-        evaluated = rate_scored(scores, ledger, self.state.evaluated_uids, vcfg)
+        evaluated = rate_scored(exact.scores, ledger, self.state.evaluated_uids, vcfg)
         peers = ledger.peers
 
         # 4. Weights and the next gather set.
@@ -215,12 +225,16 @@ class Validator:
         outcome = WindowOutcome(
             window, chosen, w, posted, int(mask.sum()), time.time() - t0, records
         )
+        self.pace.record_other(outcome.seconds - exact.seconds)
         self.metrics.log_window(
             window,
             {
                 "gathered": outcome.gathered,
                 "gather_size": len(gather),
                 "evaluated": len(chosen),
+                "exact": len(exact.scores),
+                "screened": len(ledger.screens),
+                "exact_seconds": exact.seconds,
                 "active": len(active),
                 "posted_weights": posted,
                 "seconds": outcome.seconds,

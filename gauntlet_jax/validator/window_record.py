@@ -10,7 +10,7 @@ miner (the metrics line and the console table), and `WindowOutcome` is what the 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gauntlet_jax.config import ValidatorConfig
 from gauntlet_jax.node.metrics import PeerWindowRecord
@@ -22,11 +22,13 @@ from gauntlet_jax.validator.state import PeerRecord, ValidatorState
 @dataclass
 class WindowLedger:
     """Peer records as this window changes them, with each peer's check statuses
-    (check → status) and slash reasons, in the order they were found."""
+    (check → status) and slash reasons, in the order they were found, and the screen's
+    estimates (uid → estimated LossScore, finite ones only)."""
 
     peers: dict[int, PeerRecord]
     checks: dict[int, dict[str, str]]
     slashes: dict[int, list[str]]
+    screens: dict[int, float] = field(default_factory=dict)
 
     @classmethod
     def open(cls, saved: Mapping[int, PeerRecord], miners: Iterable[int]) -> WindowLedger:
@@ -90,6 +92,7 @@ def peer_window_records(
                 loss_after_random=losses.get("loss_after_random"),
                 improvement_own=losses.get("improvement_own"),
                 improvement_random=losses.get("improvement_random"),
+                screen=ledger.screens.get(uid),
                 binary=r.binary if losses else None,
                 mu=r.mu,
                 sigma=r.sigma,
