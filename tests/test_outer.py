@@ -298,3 +298,22 @@ def test_outer_step_is_bit_identical_across_processes() -> None:
     for leaf in jax.tree.leaves(new):
         h.update(np.asarray(leaf).tobytes())
     assert digests[0] == digests[1] == h.hexdigest()
+
+
+@pytest.mark.parametrize("cfg", [CFG, CFG_TENSOR], ids=["chunk", "tensor"])
+def test_peer_norms_do_not_matter_so_clipping_to_the_median_adds_nothing(cfg) -> None:
+    """Issue 17: Templar's last release clips each peer to the median norm before the merge.
+    Here every peer is L2-normalised in fixed point first, so a peer that inflates its norm
+    gains nothing: ×2^12 leaves the merge bit-identical, ×1000 moves it only by the fixed
+    point's rounding (≤ 1 % of the leaf's largest |A|). Clipping would be a no-op."""
+    idx, vals = random_payloads(4, seed=3)
+    mask = np.array([True, True, True, True])
+    base = _named(outer.merged_update(idx, vals, mask, cfg, PLAN))
+    for factor, tolerance in ((2.0**12, 0.0), (1000.0, 0.01)):
+        loud = jax.tree.map(lambda v: v.copy(), vals)
+        for leaf in jax.tree.leaves(loud):
+            leaf[1] *= np.float32(factor)
+        got = _named(outer.merged_update(idx, loud, mask, cfg, PLAN))
+        for name in base:
+            worst = np.max(np.abs(got[name] - base[name]))
+            assert worst <= tolerance * np.max(np.abs(base[name])), f"{name} ×{factor}"
