@@ -145,6 +145,10 @@ class ProtocolConfig:
     error_feedback_after: int = 0
     # Per-peer normalisation before merging: "chunk" (per-chunk L2) or "tensor" (whole tensor).
     normalise: str = "chunk"
+    # Robust merge (issue 17): at each DCT coefficient drop this many of the largest and of the
+    # smallest normalised peer values before averaging (a coordinate-wise trimmed mean, exact in
+    # integers; at most (n − 1) // 2 each side of the n peers that sent it). 0 = the plain mean.
+    merge_trim: int = 0
     # Seconds after the window's last block in which an upload counts as on time.
     put_window_s: float = 10.0
     gather_peers: int = 15

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from gauntlet_jax.cli import EX_CONFIG, exit_code, setup_logging
 from gauntlet_jax.config import add_config_args, config_from_args
 from gauntlet_jax.errors import GauntletError, MissingExtra
-from gauntlet_jax.sim.peers import build_peers, parse_peers
+from gauntlet_jax.sim.kinds import build_peers, parse_peers
 from gauntlet_jax.sim.run import SimOptions, run_simulation
 
 SCENARIOS: dict[str, dict[str, object]] = {

@@ -298,3 +298,66 @@ def test_outer_step_is_bit_identical_across_processes() -> None:
     for leaf in jax.tree.leaves(new):
         h.update(np.asarray(leaf).tobytes())
     assert digests[0] == digests[1] == h.hexdigest()
+
+
+@pytest.mark.parametrize("cfg", [CFG, CFG_TENSOR], ids=["chunk", "tensor"])
+def test_peer_norms_do_not_matter_so_clipping_to_the_median_adds_nothing(cfg) -> None:
+    """Issue 17: Templar's last release clips each peer to the median norm before the merge.
+    Here every peer is L2-normalised in fixed point first, so a peer that inflates its norm
+    gains nothing: ×2^12 leaves the merge bit-identical, ×1000 moves it only by the fixed
+    point's rounding (≤ 1 % of the leaf's largest |A|). Clipping would be a no-op."""
+    idx, vals = random_payloads(4, seed=3)
+    mask = np.array([True, True, True, True])
+    base = _named(outer.merged_update(idx, vals, mask, cfg, PLAN))
+    for factor, tolerance in ((2.0**12, 0.0), (1000.0, 0.01)):
+        loud = jax.tree.map(lambda v: v.copy(), vals)
+        for leaf in jax.tree.leaves(loud):
+            leaf[1] *= np.float32(factor)
+        got = _named(outer.merged_update(idx, loud, mask, cfg, PLAN))
+        for name in base:
+            worst = np.max(np.abs(got[name] - base[name]))
+            assert worst <= tolerance * np.max(np.abs(base[name])), f"{name} ×{factor}"
+
+
+def test_trimmed_merge_is_exact_order_free_and_drops_the_extremes() -> None:
+    """The robust merge (`protocol.merge_trim`): per coefficient, the int32 sums and counts are
+    those of a numpy sort-and-trim of the peers that sent it; peer order changes no bit; trim 0
+    is the plain merge."""
+    from gauntlet_jax.compress import topk
+
+    idx, vals = random_payloads(5, seed=4)
+    mask = np.array([True, True, True, False, True])
+    lp = PLAN.leaves[0]
+    i_P, v_P = np.asarray(PLAN.flatten(idx)[0]), np.asarray(PLAN.flatten(vals)[0])
+    units = np.asarray(fixedpoint_units(v_P, lp)) * mask.reshape(-1, *[1] * (v_P.ndim - 1))
+    sums, counts = outer._trimmed_sums(i_P, units, mask.astype(np.int32), lp, 1)
+    dense = np.full((5, lp.n_chunks, lp.chunk_elems), np.nan)
+    for p in np.flatnonzero(mask):
+        rows = np.arange(lp.n_chunks)[:, None]
+        dense[p, rows, i_P[p].reshape(lp.n_chunks, lp.k)] = units[p].reshape(lp.n_chunks, lp.k)
+    want_sums = np.zeros(dense.shape[1:], np.int64)
+    want_counts = np.zeros(dense.shape[1:], np.int64)
+    for c, e in zip(*np.nonzero(~np.all(np.isnan(dense), axis=0)), strict=True):
+        sent = np.sort(dense[:, c, e][~np.isnan(dense[:, c, e])])
+        cut = min(1, (len(sent) - 1) // 2)
+        kept = sent[cut : len(sent) - cut]
+        want_sums[c, e], want_counts[c, e] = kept.sum(), len(kept)
+    shape = topk.chunk_zeros(lp).shape
+    np.testing.assert_array_equal(np.asarray(sums), want_sums.reshape(shape))
+    np.testing.assert_array_equal(np.asarray(counts), want_counts.reshape(shape))
+
+    trimmed = load_config("tiny", ["protocol.merge_trim=1"])
+    got = _named(outer.merged_update(idx, vals, mask, trimmed, PLAN))
+    order = [4, 2, 0, 3, 1]
+    shuffled = (jax.tree.map(lambda x: x[order], idx), jax.tree.map(lambda x: x[order], vals))
+    again = _named(outer.merged_update(*shuffled, mask[order], trimmed, PLAN))
+    plain = _named(outer.merged_update(idx, vals, mask, CFG, PLAN))
+    assert any(not np.array_equal(got[n], plain[n]) for n in got)
+    for name in got:
+        np.testing.assert_array_equal(got[name], again[name], err_msg=name)
+
+
+def fixedpoint_units(vals_P: np.ndarray, lp) -> jax.Array:
+    from gauntlet_jax.compress import fixedpoint
+
+    return fixedpoint.normalise_fixed(vals_P, "chunk", lp.n_batch, lp.k, int(np.prod(lp.grid)))

@@ -13,6 +13,7 @@ from gauntlet_jax.errors import ConfigError, InvalidPayload
 from gauntlet_jax.protocol.momentum import init_momentum, momentum_step
 from gauntlet_jax.sim import peers as sp
 from gauntlet_jax.sim.forged import MALFORMED_FAULTS, corrupt_payload
+from gauntlet_jax.sim.kinds import PeerGroup, build_peers, parse_peers
 
 PLAN = plan_for()
 CAP = codec.max_payload_bytes(PLAN)
@@ -50,14 +51,14 @@ def _same(a, b) -> bool:
 
 
 def test_parse_and_build_peers() -> None:
-    groups = sp.parse_peers("honest:2, stale@2:1,noise,sybil:3")
+    groups = parse_peers("honest:2, stale@2:1,noise,sybil:3")
     assert groups == [
-        sp.PeerGroup("honest", 2),
-        sp.PeerGroup("stale", 1, 2.0),
-        sp.PeerGroup("noise", 1),
-        sp.PeerGroup("sybil", 3),
+        PeerGroup("honest", 2),
+        PeerGroup("stale", 1, 2.0),
+        PeerGroup("noise", 1),
+        PeerGroup("sybil", 3),
     ]
-    peers = sp.build_peers(groups)
+    peers = build_peers(groups)
     assert [(p.uid, p.kind) for p in peers] == [
         (1, "honest"),
         (2, "honest"),
@@ -68,28 +69,28 @@ def test_parse_and_build_peers() -> None:
         (7, "sybil"),
     ]
     assert peers[2].lag == 2 and peers[0].lag == 0
-    assert sp.build_peers(sp.parse_peers("stale"))[0].lag == 4  # default beyond the threshold
+    assert build_peers(parse_peers("stale"))[0].lag == 4  # default beyond the threshold
     for bad in ("", "honest:0", "wizard:1", "honest::2", "honest:x"):
         with pytest.raises(ConfigError):
-            sp.parse_peers(bad)
+            parse_peers(bad)
     with pytest.raises(ConfigError, match="takes no"):
-        sp.build_peers(sp.parse_peers("honest@2:1"))
+        build_peers(parse_peers("honest@2:1"))
 
 
 def test_compute_shares(tiny_config: Config) -> None:
     m = tiny_config.train.max_micro_batches
-    sybils = sp.build_peers(sp.parse_peers("sybil:3"))
+    sybils = build_peers(parse_peers("sybil:3"))
     shares = [p.micro_batches(tiny_config) for p in sybils]
     assert sum(shares) == m and max(shares) - min(shares) <= 1  # one honest peer's compute
-    heavy = sp.build_peers(sp.parse_peers("heavy@2"))[0]
+    heavy = build_peers(parse_peers("heavy@2"))[0]
     assert heavy.micro_batches(tiny_config) == 2 * m
-    assert sp.build_peers(sp.parse_peers("honest"))[0].micro_batches(tiny_config) == m
+    assert build_peers(parse_peers("honest"))[0].micro_batches(tiny_config) == m
 
 
 def test_upload_timing(tiny_config: Config) -> None:
     put = tiny_config.protocol.put_window_s
     rng = np.random.default_rng(1)
-    honest, late, copycat = sp.build_peers(sp.parse_peers("honest,late,copycat"))
+    honest, late, copycat = build_peers(parse_peers("honest,late,copycat"))
     for _ in range(50):
         h, lt, c = (p.upload_delay(tiny_config, rng) for p in (honest, late, copycat))
         assert 0 < h <= 0.4 * put < c <= put < lt
@@ -98,7 +99,7 @@ def test_upload_timing(tiny_config: Config) -> None:
 
 def test_copycat_re_encodes_the_victims_payload_under_its_own_uid(tiny_config: Config) -> None:
     victim = _payload(1)
-    copycat, noisy = sp.build_peers(sp.parse_peers("copycat,copycat_noisy"), first_uid=5)
+    copycat, noisy = build_peers(parse_peers("copycat,copycat_noisy"), first_uid=5)
     ctx = _ctx(tiny_config, uploaded={1: victim})
     original = _decode(victim, 1)
     copy = _decode(copycat.payload(None, ctx), 5)
@@ -109,12 +110,12 @@ def test_copycat_re_encodes_the_victims_payload_under_its_own_uid(tiny_config: C
         rms = np.sqrt(np.mean(b * b))
         assert 0 < np.sqrt(np.mean((a - b) ** 2)) < 0.2 * rms
     assert copycat.payload(None, _ctx(tiny_config)) is None  # nothing to copy yet
-    pinned = sp.build_peers(sp.parse_peers("copycat@2"))[0]
+    pinned = build_peers(parse_peers("copycat@2"))[0]
     assert pinned.victim(ctx) == 2
 
 
 def test_free_rider_and_noise_upload_valid_payloads(tiny_config: Config) -> None:
-    rider, noise = sp.build_peers(sp.parse_peers("free_rider,noise"), first_uid=3)
+    rider, noise = build_peers(parse_peers("free_rider,noise"), first_uid=3)
     assert not rider.trains and not noise.trains
     assert rider.payload(None, _ctx(tiny_config)) is None  # no aggregate before the first step
     signs = jax.tree.map(lambda x: np.sign(x).astype(np.int8), random_tree(3))
@@ -136,7 +137,7 @@ def test_every_malformation_is_rejected(fault: str) -> None:
 
 
 def test_malformed_rotates_through_every_fault(tiny_config: Config) -> None:
-    peer = sp.build_peers(sp.parse_peers("malformed"), first_uid=9)[0]
+    peer = build_peers(parse_peers("malformed"), first_uid=9)[0]
     good = _payload(9)
     faults = set()
     for w in range(len(MALFORMED_FAULTS)):
@@ -151,8 +152,8 @@ def test_lazy_trains_on_other_pages(tiny_config: Config) -> None:
     from gauntlet_jax.data.pages import batches_for
 
     corpus = open_corpus(tiny_config.data, progress=False)
-    lazy = sp.build_peers(sp.parse_peers("lazy"), first_uid=3)[0]
-    honest = sp.build_peers(sp.parse_peers("honest"), first_uid=3)[0]
+    lazy = build_peers(parse_peers("lazy"), first_uid=3)[0]
+    honest = build_peers(parse_peers("honest"), first_uid=3)[0]
     own = batches_for(corpus, 3, 5, tiny_config)
     assert np.array_equal(honest.training_batches(corpus, tiny_config, 5), own)
     other = lazy.training_batches(corpus, tiny_config, 5)

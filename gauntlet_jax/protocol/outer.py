@@ -1,6 +1,7 @@
 """The shared outer step every node applies (GAUNTLET.md §1.6), exact on every backend.
 
     A = IDCT( mean-scatter over valid peers p of normalise(V_p) at I_p )
+    (optionally a coordinate-wise trimmed mean: `protocol.merge_trim`, the robust merge)
     θ ← θ·(1 − α·λ) − α·sign(A)
 
 Every node must hold the same θ to the bit, on CPUs, GPUs and TPUs alike, so sign(A) is computed
@@ -36,8 +37,27 @@ from gauntlet_jax.model.sharding import to_host
 NORMALISE_MODES = ("chunk", "tensor")
 
 
+def _trimmed_sums(
+    idx_P: jax.Array, units_P: jax.Array, weight_P: jax.Array, lp: LeafPlan, trim: int
+) -> tuple[jax.Array, jax.Array]:
+    """The robust merge's sums and counts: at each coefficient, of the peers that sent it (n),
+    the `trim` largest and smallest normalised values are dropped (at most (n − 1) // 2 each
+    side, so one is always kept). Integer sort and sum: exact, and the same in any peer order."""
+    zeros = topk.chunk_zeros(lp, jnp.int32)
+    dense_P, present_P = jax.vmap(lambda i, u, w: topk.scatter_add(zeros, zeros, i, u, lp, w))(
+        idx_P, units_P, weight_P
+    )
+    absent = jnp.iinfo(jnp.int32).max  # sorts after every real value
+    ordered = jnp.sort(jnp.where(present_P > 0, dense_P, absent), axis=0)
+    n = jnp.sum(present_P, axis=0)
+    cut = jnp.clip((n - 1) // 2, 0, trim)
+    rank = jnp.arange(idx_P.shape[0], dtype=jnp.int32).reshape(-1, *([1] * n.ndim))
+    keep = (rank >= cut) & (rank < n - cut)
+    return jnp.sum(jnp.where(keep, ordered, 0), axis=0), n - 2 * cut
+
+
 def _exact_leaf_update(
-    idx_P: jax.Array, vals_P: jax.Array, mask_P: jax.Array, lp: LeafPlan, mode: str
+    idx_P: jax.Array, vals_P: jax.Array, mask_P: jax.Array, lp: LeafPlan, mode: str, trim: int = 0
 ) -> jax.Array:
     """A of one leaf before the sign, in integers (float32 holding integers, parameter-shaped):
     each valid peer's values normalised in fixed point, summed at their indices, averaged per
@@ -53,21 +73,26 @@ def _exact_leaf_update(
         idx, units, weight = peer
         return topk.scatter_add(*carry, idx, units, lp, weight), None
 
-    zeros = topk.chunk_zeros(lp, jnp.int32)
-    (sums, counts), _ = jax.lax.scan(add_peer, (zeros, zeros), (idx_P, units_P, weight_P))
+    if trim:
+        sums, counts = _trimmed_sums(idx_P, units_P, weight_P, lp, trim)
+    else:
+        zeros = topk.chunk_zeros(lp, jnp.int32)
+        (sums, counts), _ = jax.lax.scan(add_peer, (zeros, zeros), (idx_P, units_P, weight_P))
     means = jnp.where(counts > 0, fixedpoint.div_round(sums, jnp.maximum(counts, 1)), 0)
     coeffs = fixedpoint.to_block_float(means, dct.coeff_bits(lp.chunks), axis=-1)
     return dct.idct_leaf_exact(coeffs.reshape(lp.coeff_shape), lp)
 
 
 def _merged_update(
-    idx: Any, vals: Any, mask: jax.Array, normalise: str, plan: CompressionPlan
+    idx: Any, vals: Any, mask: jax.Array, normalise: str, plan: CompressionPlan, trim: int = 0
 ) -> Any:
     if normalise not in NORMALISE_MODES:
         raise ValueError(f"protocol.normalise must be one of {NORMALISE_MODES}, got {normalise!r}")
+    if trim < 0:
+        raise ValueError(f"protocol.merge_trim must be ≥ 0, got {trim}")
     out = []
     for lp, i, v in zip(plan.leaves, plan.flatten(idx), plan.flatten(vals), strict=True):
-        out.append(_exact_leaf_update(i, v, mask, lp, normalise))
+        out.append(_exact_leaf_update(i, v, mask, lp, normalise, trim))
     return plan.unflatten(out)
 
 
@@ -75,11 +100,11 @@ def _signs_of(update: Any) -> Any:
     return jax.tree.map(lambda a: jnp.sign(a).astype(jnp.int8), update)
 
 
-@functools.partial(jax.jit, static_argnames=("normalise", "plan"))
+@functools.partial(jax.jit, static_argnames=("normalise", "plan", "trim"))
 def _aggregate_sign(
-    idx: Any, vals: Any, mask: jax.Array, *, normalise: str, plan: CompressionPlan
+    idx: Any, vals: Any, mask: jax.Array, *, normalise: str, plan: CompressionPlan, trim: int
 ) -> Any:
-    return _signs_of(_merged_update(idx, vals, mask, normalise, plan))
+    return _signs_of(_merged_update(idx, vals, mask, normalise, plan, trim))
 
 
 def aggregate_sign(idx: Any, vals: Any, mask: Any, cfg: Config, plan: CompressionPlan) -> Any:
@@ -89,18 +114,28 @@ def aggregate_sign(idx: Any, vals: Any, mask: Any, cfg: Config, plan: Compressio
     idx/vals: trees of [P, *payload_shape]; mask: bool [P] (False = absent or invalid peer).
     """
     return _aggregate_sign(
-        idx, vals, jnp.asarray(mask, bool), normalise=cfg.protocol.normalise, plan=plan
+        idx,
+        vals,
+        jnp.asarray(mask, bool),
+        normalise=cfg.protocol.normalise,
+        plan=plan,
+        trim=cfg.protocol.merge_trim,
     )
 
 
-_merged_update_jit = jax.jit(_merged_update, static_argnames=("normalise", "plan"))
+_merged_update_jit = jax.jit(_merged_update, static_argnames=("normalise", "plan", "trim"))
 
 
 def merged_update(idx: Any, vals: Any, mask: Any, cfg: Config, plan: CompressionPlan) -> Any:
     """A itself before the sign (float32 holding integers, each chunk on its own power-of-two
     scale): for diagnostics and tests."""
     return _merged_update_jit(
-        idx, vals, jnp.asarray(mask, bool), normalise=cfg.protocol.normalise, plan=plan
+        idx,
+        vals,
+        jnp.asarray(mask, bool),
+        normalise=cfg.protocol.normalise,
+        plan=plan,
+        trim=cfg.protocol.merge_trim,
     )
 
 

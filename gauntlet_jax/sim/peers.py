@@ -33,7 +33,6 @@ miner's `--behaviour noise` also uses.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -78,6 +77,11 @@ class UploadContext:
     uploaded: dict[int, bytes] = field(default_factory=dict)
     last_signs: Any = None
     rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
+    # Share of the weights the validator last posted, by uid, and this window's gather set (what
+    # a sleeper watches); `cache`: scratch shared by one window's colluders.
+    weights: Mapping[int, float] = field(default_factory=dict)
+    gather: Sequence[int] = ()
+    cache: dict[str, Any] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -265,7 +269,12 @@ class FreeRider(Honest):
     def payload(self, own: bytes | None, ctx: UploadContext) -> bytes | None:
         if ctx.last_signs is None:
             return None
-        dense = jax.tree.map(lambda s: np.asarray(s, np.float32), ctx.last_signs)
+        return self.encode_dense(
+            jax.tree.map(lambda s: np.asarray(s, np.float32), ctx.last_signs), ctx
+        )
+
+    def encode_dense(self, dense: Any, ctx: UploadContext) -> bytes:
+        """A dense parameter-shaped tree, DCT top-k compressed into this peer's payload."""
         idx, vals, _ = compress_tree(dense, ctx.plan, quantize=False)
         return encode_payload(
             self.uid,
@@ -287,76 +296,23 @@ class Noise(Honest):
         return noise_hook(ctx.abstract, ctx.plan, self.uid, seed)(ctx.window, b"")
 
 
-KINDS: Mapping[str, type[Honest]] = {
-    cls.kind: cls
-    for cls in (
-        Honest,
-        Heavy,
-        Copycat,
-        CopycatNoisy,
-        FreeRider,
-        Noise,
-        Lazy,
-        Stale,
-        Late,
-        Malformed,
-        Sybil,
-    )
-}
 # Kinds that do honest work with their whole compute (the "honest" side of the weight share).
 HONEST_KINDS = frozenset({"honest", "heavy"})
 
 
-# ---------------------------------------------------------------------------------------------
-# Peer specifications: "honest:6,copycat:1,stale@2:1,sybil:3"
-
-_SPEC_ITEM = re.compile(r"(?P<kind>[a-z_]+)(?:@(?P<param>-?[0-9.]+))?(?::(?P<count>[0-9]+))?")
-
-
-@dataclass(frozen=True)
-class PeerGroup:
-    kind: str
-    count: int
-    param: float | None = None
-
-
-def parse_peers(spec: str) -> list[PeerGroup]:
-    """ "honest:6,stale@2:1,noise" → groups (count defaults to 1). Unknown kinds are errors."""
-    groups = []
-    for item in filter(None, (s.strip() for s in spec.split(","))):
-        m = _SPEC_ITEM.fullmatch(item)
-        if m is None:
-            raise ConfigError(f"peer spec item {item!r}: expected kind[@param][:count]")
-        kind = m["kind"]
-        if kind not in KINDS:
-            raise ConfigError(f"unknown peer kind {kind!r}; known: {', '.join(sorted(KINDS))}")
-        count = int(m["count"]) if m["count"] is not None else 1
-        if count < 1:
-            raise ConfigError(f"peer spec item {item!r}: count must be ≥ 1")
-        param = float(m["param"]) if m["param"] is not None else None
-        groups.append(PeerGroup(kind, count, param))
-    if not groups:
-        raise ConfigError("peer spec is empty")
-    return groups
-
-
-def build_peers(groups: Sequence[PeerGroup], first_uid: int = 1) -> list[Honest]:
-    """Behaviours with consecutive uids from `first_uid`, in spec order."""
-    peers: list[Honest] = []
-    uid = first_uid
-    for g in groups:
-        for i in range(g.count):
-            peers.append(KINDS[g.kind](uid, g.param, i, g.count))
-            uid += 1
-    return peers
-
-
 __all__ = [
     "HONEST_KINDS",
-    "KINDS",
+    "LAZY_SEED_BASE",
+    "Copycat",
+    "CopycatNoisy",
+    "FreeRider",
+    "Heavy",
     "Honest",
-    "PeerGroup",
+    "Late",
+    "Lazy",
+    "Malformed",
+    "Noise",
+    "Stale",
+    "Sybil",
     "UploadContext",
-    "build_peers",
-    "parse_peers",
 ]

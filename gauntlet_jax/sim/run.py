@@ -168,6 +168,8 @@ class Simulation:
             honest_uids=self.honest_uids,
             last_signs=self.last_signs,
             rng=rng,
+            weights=self.posted_weight_shares(),
+            gather=self.net.follower.gather_set(window),
         )
         delays = {p.uid: p.upload_delay(self.cfg, rng) for p in self.peers}
         for p in sorted(self.peers, key=lambda q: (q.copies, delays[q.uid], q.uid)):
@@ -179,6 +181,12 @@ class Simulation:
             self.net.nodes[p.uid].bucket.put(name, data, if_absent=True)
             ctx.uploaded[p.uid] = data
             self.peer_logs[p.uid].uploads += 1
+
+    def posted_weight_shares(self) -> dict[int, float]:
+        """The weights the validator last posted on chain, as shares of their sum."""
+        posted = self.net.chain.get_weights(self.cfg.chain.netuid, 0)
+        total = sum(posted.values())
+        return {u: v / total for u, v in posted.items()} if total > 0 else {}
 
     def apply(self, window: int) -> None:
         """The peers' outer step of `window` from its gather set, then their sync probes."""
