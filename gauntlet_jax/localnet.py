@@ -3,8 +3,12 @@
 Creates the embedded chain (SQLite) with one validator and N miners, then starts the validator and
 every miner as separate processes (`python -m gauntlet_jax.validate` / `mine`), each with its own
 bucket directory under `run.out_dir`. Windows last `protocol.blocks_per_window ×
-chain.block_time_s` seconds (a few seconds in configs/local.yaml). Ctrl-C stops every process
-cleanly; at the end the weights on chain are printed as JSON.
+chain.block_time_s` seconds: at least the config's, longer when one miner step measured at
+start-up says this machine cannot hold them (`--window-s` or a `--set` of the window's keys
+chooses instead). One line per validator window says what landed and why a payload or the
+weights are missing; the validator's full per-window table goes to `run.out_dir`/logs/
+validator.log. Ctrl-C stops every process cleanly; at the end the weights on chain are printed
+with each uid's role, and as JSON. Exits 1 when nothing was scored.
 """
 
 from __future__ import annotations
@@ -26,25 +30,83 @@ from gauntlet_jax.chain.local_store import path_from_sqlite_url
 from gauntlet_jax.config import Config, add_config_args, config_from_args
 from gauntlet_jax.data.corpus import open_corpus
 from gauntlet_jax.localchain import create_network
+from gauntlet_jax.localnet_view import (
+    Peer,
+    WindowPlan,
+    final_weights,
+    nothing_scored,
+    plan_window,
+    window_line,
+)
+from gauntlet_jax.node.metrics import METRICS_FILE, read_records
 
 VALIDATOR_NAME = "validator"
+# The keys that set a window's length: a user who sets one chooses the windows.
+WINDOW_KEYS = ("chain.block_time_s", "protocol.blocks_per_window", "protocol.put_window_s")
+# Compiled programs shared by the start-up measurement and every process (XLA's persistent
+# cache): the miners load what the measurement compiled instead of compiling it again.
+CACHE_DIR = "xla-cache"
+
+
+def child_env(out: Path) -> dict[str, str]:
+    """The environment of every process of the network, and of the start-up measurement (the
+    same flags, so they share compiled programs)."""
+    env = dict(os.environ)
+    env.setdefault("JAX_PLATFORMS", "cpu")
+    # Many small-model processes share the machine's cores: one XLA thread each keeps them
+    # from crowding each other out (the windows are short).
+    env.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+    env.setdefault("JAX_COMPILATION_CACHE_DIR", str((out / CACHE_DIR).resolve()))
+    return env
 
 
 def _spawn(
     role: str, name: str, index: int, args: argparse.Namespace, log_dir: Path, extra: Sequence[str]
 ) -> subprocess.Popen:
-    env = dict(os.environ)
+    env = child_env(log_dir.parent)
     env["GAUNTLET_HOTKEY_SECRET"] = dev_uri(index)  # dev keys only: never real secrets in argv
-    env.setdefault("JAX_PLATFORMS", "cpu")
-    # Many small-model processes share the machine's cores: one XLA thread each keeps them
-    # from crowding each other out (the windows are short).
-    env.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
     cmd = [sys.executable, "-m", f"gauntlet_jax.{role}", "--config", args.config, "--hotkey", name]
     for override in args.overrides:
         cmd += ["--set", override]
     cmd += list(extra)
     log = open(log_dir / f"{name}.log", "wb")  # noqa: SIM115 (the child owns it)
     return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def measure_window(cfg: Config, out: Path, processes: int) -> WindowPlan:
+    """Compiles and times one miner window's least work in this process (`run_window_programs`,
+    the same programs the miners run), then sizes the windows for `processes` processes."""
+    os.environ.update({k: v for k, v in child_env(out).items() if k not in os.environ})
+    import jax  # after the environment: XLA reads its flags when the backend starts
+
+    from gauntlet_jax.miner.loop import run_window_programs
+    from gauntlet_jax.node.replica import node_placement
+
+    jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+    corpus = open_corpus(cfg.data)
+    placement = node_placement(cfg)
+    compile_s = run_window_programs(cfg, corpus, placement, 1)
+    step_s = max(run_window_programs(cfg, corpus, placement, 1) for _ in range(2))
+    window_s = cfg.protocol.blocks_per_window * cfg.chain.block_time_s
+    return plan_window(
+        configured_s=window_s,
+        configured_put_s=cfg.protocol.put_window_s,
+        compile_s=compile_s,
+        step_s=step_s,
+        processes=processes,
+        cores=len(os.sched_getaffinity(0)),
+        load=os.getloadavg()[0],
+    )
+
+
+def chosen_window(cfg: Config, args: argparse.Namespace) -> WindowPlan | None:
+    """The user's window (`--window-s`, or None when a `--set` of a window key chose it)."""
+    if args.window_s is not None:
+        share = cfg.protocol.put_window_s / (
+            cfg.protocol.blocks_per_window * cfg.chain.block_time_s
+        )
+        return WindowPlan(args.window_s, args.window_s * share, "--window-s")
+    return None
 
 
 def _interrupt(signum: int, _frame: object) -> None:
@@ -65,6 +127,23 @@ def _wait_until_committed(
     return False
 
 
+class ValidatorWatch:
+    """Follows the validator's metrics file and prints one line per finished window."""
+
+    def __init__(self, path: Path, peers: dict[int, Peer], plan: WindowPlan) -> None:
+        self.path, self.peers, self.plan = path, peers, plan
+        self.shown: set[int] = set()
+
+    def poll(self) -> None:
+        if not self.path.exists():
+            return
+        records = read_records(self.path)
+        done = sorted({r["window"] for r in records if r.get("kind") == "window"} - self.shown)
+        for window in done:
+            print(window_line(records, window, self.peers, self.plan), flush=True)
+            self.shown.add(window)
+
+
 def chain_weights(cfg: Config) -> dict[str, dict[str, int]]:
     with LocalChain(path_from_sqlite_url(cfg.chain.url)) as chain:
         graph = chain.metagraph(cfg.chain.netuid)
@@ -83,6 +162,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--miners", type=int, default=4)
     parser.add_argument("--noise", type=int, default=0, help="how many of them upload noise")
     parser.add_argument("--windows", type=int, default=None, help="validator windows, then stop")
+    parser.add_argument(
+        "--window-s",
+        type=float,
+        default=None,
+        help="window length in seconds (default: the config's, or longer if a miner step "
+        "measured at start-up needs it); the put window keeps the config's share",
+    )
     parser.add_argument("--keep", action="store_true", help="keep an existing run directory")
     parser.add_argument(
         "--ready-timeout", type=float, default=900.0, help="seconds to wait for miners to compile"
@@ -92,17 +178,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)  # a terminated localnet stops its children too
     out = Path(cfg.run.out_dir)
     if out.exists() and not args.keep:
-        shutil.rmtree(out)
+        for entry in out.iterdir():  # compiled programs stay: they depend only on the code
+            if entry.name != CACHE_DIR:
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
     log_dir = out / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     open_corpus(cfg.data)  # prepare the demo corpus once, before processes race for it
+    user_keys = {o.split("=", 1)[0].strip() for o in args.overrides}
+    plan = chosen_window(cfg, args)
+    if plan is None and user_keys.isdisjoint(WINDOW_KEYS):
+        print("measuring one miner step to size the windows (compiling)…", flush=True)
+        plan = measure_window(cfg, out, args.miners + 1)
+    if plan is None:
+        window_s = cfg.protocol.blocks_per_window * cfg.chain.block_time_s
+        plan = WindowPlan(window_s, cfg.protocol.put_window_s, "set with --set")
+    else:
+        args.overrides = [*args.overrides, *plan.overrides(cfg.protocol.blocks_per_window)]
+        cfg = config_from_args(args)
+    print(
+        f"windows of {plan.window_s:g} s, put window {plan.put_window_s:g} s ({plan.reason})",
+        flush=True,
+    )
     network = create_network(cfg, args.miners + 1, force=True)
     print(json.dumps({"chain": network["url"], "neurons": len(network["neurons"])}), flush=True)
 
+    peers = {0: Peer(0, VALIDATOR_NAME, "validator")}
     procs: dict[str, subprocess.Popen] = {}
     for i in range(1, args.miners + 1):
-        extra = ["--behaviour", "noise"] if i > args.miners - args.noise else []
+        noisy = i > args.miners - args.noise
+        extra = ["--behaviour", "noise"] if noisy else []
         procs[f"miner{i}"] = _spawn("mine", f"miner{i}", i, args, log_dir, extra)
+        peers[i] = Peer(i, f"miner{i}", "noise miner" if noisy else "honest miner")
     print(f"started {len(procs)} miners; logs in {log_dir}; Ctrl-C to stop", flush=True)
     code = 0
     try:
@@ -114,8 +220,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         procs[VALIDATOR_NAME] = _spawn(
             "validate", VALIDATOR_NAME, 0, args, log_dir, validator_extra
         )
-        print("miners ready; validator started", flush=True)
+        print(
+            f"miners ready; validator started (its per-window table: {log_dir}/validator.log)",
+            flush=True,
+        )
+        watch = ValidatorWatch(out / f"validator-{VALIDATOR_NAME}" / METRICS_FILE, peers, plan)
         while procs[VALIDATOR_NAME].poll() is None:
+            watch.poll()
             dead = [n for n, p in procs.items() if p.poll() not in (None, 0)]
             if dead:
                 print(f"process {dead} exited with an error; see {log_dir}", file=sys.stderr)
@@ -136,7 +247,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 p.wait(timeout=max(0.1, deadline - time.time()))
             except subprocess.TimeoutExpired:
                 p.kill()
-    print(json.dumps({"weights": chain_weights(cfg)}), flush=True)
+    if VALIDATOR_NAME in procs:
+        watch.poll()
+    raw = chain_weights(cfg)
+    normalised, lines = final_weights(raw, peers)
+    print("\n".join(lines), flush=True)
+    if nothing_scored(raw):
+        print(
+            f"nothing was scored: no weights on chain (see the lines above and "
+            f"{log_dir}/validator.log); on a loaded machine try a longer --window-s",
+            file=sys.stderr,
+        )
+        code = code or 1
+    roles = {str(p.uid): f"{p.name}, {p.role}" for p in peers.values()}
+    print(json.dumps({"weights": raw, "normalised": normalised, "roles": roles}), flush=True)
     return code
 
 

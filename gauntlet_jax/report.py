@@ -16,10 +16,13 @@ Plots, each a PNG beside the page (in DIR/plots):
 from __future__ import annotations
 
 import argparse
+import datetime
 import html
 import json
 import math
+import subprocess
 import sys
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +32,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.colors import to_hex, to_rgb
 
 from gauntlet_jax.node.metrics import METRICS_FILE, read_records
 
@@ -65,6 +69,7 @@ class PeerSeries:
     sync_score: list[float | None] = field(default_factory=list)
     eval_windows: list[int] = field(default_factory=list)
     loss_score: list[float] = field(default_factory=list)
+    slash_counts: Counter[str] = field(default_factory=Counter)
     last: dict[str, Any] = field(default_factory=dict)
 
 
@@ -91,6 +96,7 @@ def peer_series(
         s.ordinal.append(_num(r.get("ordinal")))
         s.bma.append(_num(r.get("bma")))
         s.sync_x.append(_num(r.get("sync_x")))
+        s.slash_counts.update(r.get("slashes") or [])
         s.sync_score.append(_num(r.get("sync_score")))
         score = _num(r.get("improvement_random"))
         if r.get("evaluated") and score is not None:
@@ -100,35 +106,87 @@ def peer_series(
     return out
 
 
-def _colour(s: PeerSeries, index: int) -> str:
-    if s.kind in KIND_COLOURS:
-        return KIND_COLOURS[s.kind]
-    return plt.get_cmap("tab20")(index % 20)
+def peer_colours(series: Mapping[int, PeerSeries]) -> dict[int, str]:
+    """A colour per uid: peers of one kind get distinct shades of the kind's hue (darkest to
+    lightest by uid); peers of no known kind (a live log) get tab20's colours."""
+    by_kind: dict[str, list[int]] = {}
+    for uid in sorted(series):
+        by_kind.setdefault(series[uid].kind, []).append(uid)
+    out: dict[int, str] = {}
+    palette = plt.get_cmap("tab20")
+    for kind, uids in by_kind.items():
+        if kind not in KIND_COLOURS:
+            out.update({u: to_hex(palette(i % 20)) for i, u in enumerate(uids)})
+            continue
+        base = to_rgb(KIND_COLOURS[kind])
+        for i, uid in enumerate(uids):
+            # From 30 % darker to 45 % lighter than the kind's colour.
+            t = -0.3 + 0.75 * i / (len(uids) - 1) if len(uids) > 1 else 0.0
+            target = (1.0, 1.0, 1.0) if t > 0 else (0.0, 0.0, 0.0)
+            out[uid] = to_hex(
+                tuple(c + abs(t) * (g - c) for c, g in zip(base, target, strict=True))
+            )
+    return out
 
 
 def _label(s: PeerSeries) -> str:
     return f"{s.uid}" if s.kind == "peer" else f"{s.uid} {s.kind}"
 
 
+def line_points(s: PeerSeries, attr: str) -> tuple[list[int], list[float]]:
+    """A series as plotted: unmeasured windows are NaN, so the line has a gap there."""
+    return list(s.windows), [math.nan if y is None else y for y in getattr(s, attr)]
+
+
 def _lines(ax: Any, series: Mapping[int, PeerSeries], attr: str) -> None:
-    for i, s in enumerate(series.values()):
-        ys = getattr(s, attr)
-        xs = [w for w, y in zip(s.windows, ys, strict=True) if y is not None]
-        ys = [y for y in ys if y is not None]
-        if xs:
-            ax.plot(xs, ys, color=_colour(s, i), lw=1.2, label=_label(s))
+    colours = peer_colours(series)
+    for uid, s in series.items():
+        xs, ys = line_points(s, attr)
+        if any(not math.isnan(y) for y in ys):
+            ax.plot(xs, ys, color=colours[uid], lw=1.2, marker=".", ms=3, label=_label(s))
 
 
 def _legend(ax: Any, n: int) -> None:
+    """Beside the axes, never over the data (the early windows matter)."""
     if n:
-        ax.legend(fontsize=7, ncol=2 if n > 8 else 1, loc="best")
+        ax.legend(fontsize=7, ncol=2 if n > 16 else 1, loc="upper left", bbox_to_anchor=(1.01, 1.0))
 
 
-def _save(fig: Any, path: Path) -> Path:
+def _save(fig: Any, path: Path, title: str = "") -> Path:
+    if title:
+        fig.suptitle(title, fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def posted_windows(records: Sequence[Mapping[str, Any]]) -> list[int]:
+    """The windows whose weights went on chain."""
+    return sorted(
+        int(r["window"]) for r in records if r.get("kind") == "window" and r.get("posted_weights")
+    )
+
+
+def _git_commit() -> str:
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else "unknown"
+
+
+def report_title(name: str, summary: Mapping[str, Any] | None, metrics: Path) -> str:
+    """The run's name, the date of its log, the code's commit and the config."""
+    config = ((summary or {}).get("config") or {}).get("name", "not recorded")
+    when = datetime.datetime.fromtimestamp(metrics.stat().st_mtime, datetime.UTC)
+    return f"{name} · {when:%Y-%m-%d %H:%M} UTC · commit {_git_commit()} · config {config}"
 
 
 def plot_heldout(summary: Mapping[str, Any], path: Path) -> Path | None:
@@ -155,9 +213,10 @@ def plot_heldout(summary: Mapping[str, Any], path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def plot_scores(series: Mapping[int, PeerSeries], path: Path) -> Path:
+def plot_scores(series: Mapping[int, PeerSeries], path: Path, title: str = "") -> Path:
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 7), sharex=True)
-    for i, s in enumerate(series.values()):
+    colours = peer_colours(series)
+    for uid, s in series.items():
         if s.eval_windows:
             top.plot(
                 s.eval_windows,
@@ -165,7 +224,7 @@ def plot_scores(series: Mapping[int, PeerSeries], path: Path) -> Path:
                 marker="o",
                 ms=3,
                 lw=0.6,
-                color=_colour(s, i),
+                color=colours[uid],
                 label=_label(s),
             )
     top.axhline(0, color="k", lw=0.5)
@@ -178,16 +237,22 @@ def plot_scores(series: Mapping[int, PeerSeries], path: Path) -> Path:
     bottom.set_ylabel("OpenSkill ordinal (μ − 3σ)")
     bottom.set_xlabel("window")
     bottom.grid(alpha=0.3)
-    return _save(fig, path)
+    return _save(fig, path, title)
 
 
-def plot_weights(series: Mapping[int, PeerSeries], path: Path) -> Path:
+def plot_weights(
+    series: Mapping[int, PeerSeries], path: Path, posted: Sequence[int] = (), title: str = ""
+) -> Path:
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 7), sharex=True)
+    for ax in (top, bottom):
+        for i, w in enumerate(posted):
+            label = "weights posted" if i == 0 and ax is top else None
+            ax.axvline(w, color="#555555", lw=0.7, ls=":", label=label)
     _lines(top, series, "weight")
     top.set_ylabel("weight")
     top.set_title("weights over windows")
     top.grid(alpha=0.3)
-    _legend(top, len(series))
+    _legend(top, len(series) + bool(posted))
     windows = sorted({w for s in series.values() for w in s.windows})
     kinds = sorted({s.kind for s in series.values()})
     shares = {k: [0.0] * len(windows) for k in kinds}
@@ -199,13 +264,15 @@ def plot_weights(series: Mapping[int, PeerSeries], path: Path) -> Path:
         colours = [KIND_COLOURS.get(k, "#888888") for k in kinds]
         bottom.stackplot(windows, [shares[k] for k in kinds], labels=kinds, colors=colours)
         bottom.set_ylim(0, 1.05)
-        bottom.legend(fontsize=7, loc="lower left", ncol=3)
+        _legend(bottom, len(kinds))
     bottom.set_ylabel("weight share by kind")
     bottom.set_xlabel("window")
-    return _save(fig, path)
+    return _save(fig, path, title)
 
 
-def plot_sync(series: Mapping[int, PeerSeries], path: Path, max_steps: float) -> Path:
+def plot_sync(
+    series: Mapping[int, PeerSeries], path: Path, max_steps: float, title: str = ""
+) -> Path:
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
     _lines(top, series, "sync_x")
     top.axhline(max_steps, color="r", lw=0.8, ls="--", label=f"slash above {max_steps:g}")
@@ -217,10 +284,10 @@ def plot_sync(series: Mapping[int, PeerSeries], path: Path, max_steps: float) ->
     bottom.set_ylabel("sync score (latest evaluation)")
     bottom.set_xlabel("window")
     bottom.grid(alpha=0.3)
-    return _save(fig, path)
+    return _save(fig, path, title)
 
 
-def plot_bma(series: Mapping[int, PeerSeries], path: Path) -> Path:
+def plot_bma(series: Mapping[int, PeerSeries], path: Path, title: str = "") -> Path:
     fig, ax = plt.subplots(figsize=(9, 4))
     _lines(ax, series, "bma")
     ax.axhline(0, color="k", lw=0.5)
@@ -229,7 +296,7 @@ def plot_bma(series: Mapping[int, PeerSeries], path: Path) -> Path:
     ax.set_title("did each peer train on its own pages? (final score uses max(0, BMA))")
     ax.grid(alpha=0.3)
     _legend(ax, len(series))
-    return _save(fig, path)
+    return _save(fig, path, title)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,7 +342,7 @@ def _peer_rows(
                 p.get("bma", last.get("bma")),
                 p.get("sync", last.get("sync_score")),
                 p.get("eval_count", len(s.eval_windows)),
-                p.get("slash_counts", {}),
+                p.get("slash_counts") or dict(s.slash_counts),
             ]
         )
     return rows
@@ -326,10 +393,14 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
         held = plot_heldout(summary, plots / "heldout.png")
         if held is not None:
             figures.append(("Held-out loss", held))
-    figures.append(("Loss score and rating", plot_scores(series, plots / "scores.png")))
-    figures.append(("Weights", plot_weights(series, plots / "weights.png")))
-    figures.append(("Synchronisation", plot_sync(series, plots / "sync.png", max_steps)))
-    figures.append(("Own-vs-random evidence (BMA)", plot_bma(series, plots / "bma.png")))
+    title = report_title(
+        str((summary or {}).get("scenario", metrics.parent.name)), summary, metrics
+    )
+    posted = posted_windows(records)
+    figures.append(("Loss score and rating", plot_scores(series, plots / "scores.png", title)))
+    figures.append(("Weights", plot_weights(series, plots / "weights.png", posted, title)))
+    figures.append(("Synchronisation", plot_sync(series, plots / "sync.png", max_steps, title)))
+    figures.append(("Own-vs-random evidence (BMA)", plot_bma(series, plots / "bma.png", title)))
 
     windows = sorted({r["window"] for r in records if r.get("kind") == "window"})
     parts = [
@@ -337,10 +408,12 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
         "<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto}"
         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;"
         "padding:3px 8px;font-size:13px}img{max-width:100%}</style></head><body>",
-        f"<h1>gauntlet-jax: {html.escape(str((summary or {}).get('scenario', metrics.parent.name)))}</h1>",
+        f"<h1>gauntlet-jax: {html.escape(title)}</h1>",
         f"<p>{len(windows)} validator windows"
         + (f" ({windows[0]}–{windows[-1]})" if windows else "")
-        + f", {len(series)} peers; log: {html.escape(str(metrics))}</p>",
+        + f", {len(series)} peers; weights posted in windows "
+        + html.escape(", ".join(map(str, posted)) or "none")
+        + f"; log: {html.escape(str(metrics))}</p>",
     ]
     if summary is not None:
         parts.append(

@@ -114,3 +114,37 @@ def test_report_from_a_live_validator_log_only(tmp_path: Path) -> None:
 def test_cli_reports_a_missing_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert report.main([str(tmp_path / "nothing")]) == 2
     assert "metrics.jsonl" in capsys.readouterr().err
+
+
+def test_live_log_counts_slashes_and_marks_what_was_not_measured(tmp_path: Path) -> None:
+    """A live validator directory has no summary: slash counts come from the per-window
+    records, unmeasured values are gaps (NaN), posted windows and the title are on the page."""
+    _write_log(tmp_path)
+    with MetricsLogger(tmp_path, tensorboard=False) as m:  # one more window: uid 2 unmeasured
+        m.log_peer(PeerWindowRecord(window=22, uid=2, weight=0.0))
+        m.log_window(22, {"posted_weights": True})
+        m.end_window(22)
+    records = read_records(tmp_path / "metrics.jsonl")
+    series = report.peer_series(records)
+    assert series[3].slash_counts == {"late": 12} and not series[1].slash_counts
+    xs, ys = report.line_points(series[2], "sync_x")
+    assert xs[-1] == 22 and math.isnan(ys[-1]) and ys[0] == pytest.approx(2.0)
+    assert report.posted_windows(records) == [22]
+    rows = {row[0]: row for row in report._peer_rows(series, None)}
+    assert rows[3][-1] == {"late": 12}
+
+    page = report.build_report(tmp_path).read_text()
+    assert "late 12" in page and "weights posted in windows 22" in page
+    assert "commit " in page and "config not recorded" in page and " UTC" in page
+
+
+def test_peers_of_one_kind_get_distinct_shades(tmp_path: Path) -> None:
+    _write_log(tmp_path)
+    series = report.peer_series(
+        read_records(tmp_path / "metrics.jsonl"), {1: "honest", 2: "honest", 3: "late"}
+    )
+    colours = report.peer_colours(series)
+    assert colours[1] != colours[2]
+    assert colours[3] == report.KIND_COLOURS["late"]  # a kind's only peer keeps its colour
+    png = report.plot_weights(series, tmp_path / "w.png", posted=[12, 16], title="t")
+    assert png.read_bytes()[:8] == PNG_MAGIC

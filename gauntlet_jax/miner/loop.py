@@ -35,6 +35,7 @@ from gauntlet_jax.model import grad, llama
 from gauntlet_jax.model.sharding import to_host
 from gauntlet_jax.node import multihost
 from gauntlet_jax.node.metrics import open_exporter
+from gauntlet_jax.node.placement import Placement
 from gauntlet_jax.node.replica import Replica, node_placement
 from gauntlet_jax.node.stack import stack_string
 from gauntlet_jax.node.startup import (
@@ -96,6 +97,25 @@ class WindowReport:
         )
 
 
+def run_window_programs(cfg: Config, corpus: TokenCorpus, placement: Placement, uid: int) -> float:
+    """Runs a miner window's programs once on θ of window 0 (one micro-batch's gradient,
+    momentum + compression, the outer step of an empty gather set, the probes) and returns the
+    seconds it took: the first call compiles them; a second one measures a window's least work
+    (`localnet` sizes its windows from it)."""
+    t0 = time.perf_counter()
+    replica = new_replica(cfg, 0, placement)
+    tokens = placement.place_tokens(batches_for(corpus, uid, 0, cfg)[0], ("batch", "seq"))
+    acc = jax.tree.map(jnp.zeros_like, replica.params)
+    acc, _ = _grad_into(acc, replica.params, tokens, cfg=cfg.model)
+    grads = jax.tree.map(lambda g: g / 1, acc)  # as `Miner.train` takes the mean
+    result = momentum_step(init_momentum(grads), grads, 1e-3, 0, cfg, replica.plan)
+    idx, vals, quant = to_host((result.idx, result.vals, result.quant))
+    encode_payload(uid, 0, idx, vals, replica.plan, quant)
+    replica.apply_gathered(0, [])
+    replica.probes(0)
+    return time.perf_counter() - t0
+
+
 # A payload transform: (window, honest payload bytes) → bytes to upload, or None to upload nothing.
 PayloadHook = Callable[[int, bytes], bytes | None]
 
@@ -146,15 +166,9 @@ class Miner:
         return replica
 
     def warm_up(self) -> None:
-        """Compiles the window's programs (gradient, momentum + compression, outer step, probes)
-        on throwaway inputs, so the first real window is not spent compiling."""
-        replica = new_replica(self.cfg, 0, self.placement)
-        self.replica = replica
-        grads, _, _ = self.train(0, deadline=0.0)
-        momentum_step(init_momentum(grads), grads, 1e-3, 0, self.cfg, replica.plan)
-        replica.apply_gathered(0, [])
-        replica.probes(0)
-        self.replica = None
+        """Compiles the window's programs on throwaway inputs, so the first real window is not
+        spent compiling."""
+        run_window_programs(self.cfg, self.corpus, self.placement, self.uid)
 
     # -- one window -------------------------------------------------------------------------
 
