@@ -193,6 +193,11 @@ class ValidatorConfig:
     openskill_beta: float = 7.0
     openskill_tau: float = 0.1
     bma_alpha: float = 0.05
+    # b is 0 (neither +1 nor −1) when the own-data and random-data relative improvements differ by
+    # at most this: wider than the rounding of losses summed in another order on other devices
+    # (≤ 1e-6 relative measured between 1 and 8 devices), so validators agree on b
+    # (checks.binary_indicator). 0 = the reference's strict own > random.
+    indicator_dead_band: float = 1e-5
     sync_max_steps: float = 3.0
     sync_curve_steps: float = 5.0
     sync_probes: int = 256

@@ -246,9 +246,18 @@ def test_negative_final_not_decayed_by_inactivity():
 
 
 def test_binary_indicator_and_bma():
+    # The reference's strict rule (no band): equal is not better.
     assert binary_indicator(0.02, 0.01) == 1.0
-    assert binary_indicator(0.01, 0.01) == -1.0  # not strictly better
+    assert binary_indicator(0.01, 0.01) == -1.0
     assert binary_indicator(-0.01, 0.01) == -1.0
+    # With a band, improvements within rounding of each other are neither evidence: a few ulp
+    # of a loss, the difference between one device layout's sums and another's, flip nothing.
+    band = CFG.indicator_dead_band
+    assert band == 1e-5
+    own, rand = 0.0123, 0.0123 + 4e-7  # two validators' views of the same near-tie
+    assert binary_indicator(own, rand, band) == binary_indicator(rand, own, band) == 0.0
+    assert binary_indicator(0.01 + 2 * band, 0.01, band) == 1.0
+    assert binary_indicator(0.01 - 2 * band, 0.01, band) == -1.0
     bma = 0.0
     for _ in range(3):
         bma = update_bma(bma, 1.0)

@@ -68,14 +68,16 @@ def test_library_matches_hand_written_update_on_random_matches():
 
 
 def test_library_matches_hand_written_update_with_tied_scores():
-    # Ties are ranked strictly in evaluation order (the reference), not averaged.
-    uids = [7, 3, 9]
+    # Ties are ranked strictly (the reference), not averaged, by uid (ours; the reference used
+    # evaluation order, which validators do not share).
+    uids = [3, 7, 9]
     scores = [0.02, 0.02, -0.01]
     got = rate_window({}, dict(zip(uids, scores, strict=True)), CFG)
     want_mu, want_sigma = plackett_luce_by_hand([25.0] * 3, [25 / 3] * 3, scores, 7.0, 0.1)
     assert [got[u].mu for u in uids] == pytest.approx(want_mu.tolist(), abs=1e-12)
     assert [got[u].sigma for u in uids] == pytest.approx(want_sigma.tolist(), abs=1e-12)
-    assert got[7].mu > got[3].mu > got[9].mu  # equal scores, yet 7 (evaluated first) ranks higher
+    assert got[3].mu > got[7].mu > got[9].mu  # equal scores, yet 3 (the lower uid) ranks higher
+    assert rate_window({}, {7: 0.02, 3: 0.02, 9: -0.01}, CFG) == got  # evaluation order: no matter
 
 
 def test_golden_values():
@@ -124,6 +126,18 @@ def test_rate_window_rejects_non_finite_scores():
 def test_ranks_from_scores():
     assert ranks_from_scores([0.1, 0.3, 0.2]) == [2, 0, 1]
     assert ranks_from_scores([0.2, 0.2, 0.5, 0.2]) == [1, 2, 0, 3]
+
+
+def test_equal_scores_rank_by_uid_whatever_the_evaluation_order():
+    ratings = {1: Rating(27.0, 6.0), 5: Rating(24.0, 7.0), 9: Rating(25.0, 8.0)}
+    one = rate_window(ratings, {9: 0.1, 5: 0.1, 1: 0.3}, CFG)
+    other = rate_window(ratings, {1: 0.3, 5: 0.1, 9: 0.1}, CFG)
+    assert one == other
+    # The lower uid of the tie ranks first: it gains more than the other would in its place.
+    swapped = rate_window(
+        {1: ratings[1], 5: ratings[9], 9: ratings[5]}, {5: 0.1, 9: 0.1, 1: 0.3}, CFG
+    )
+    assert one[5].mu - ratings[5].mu > swapped[9].mu - ratings[5].mu
 
 
 def test_beta_and_tau_come_from_config():

@@ -135,9 +135,24 @@ def apply_inactivity(
 # Own-vs-random evidence (§4.2) and the evaluation record
 
 
-def binary_indicator(own_improvement: float, random_improvement: float) -> float:
-    """+1 if the update helped the peer's own pages more than random pages, else −1."""
-    return 1.0 if own_improvement > random_improvement else -1.0
+def binary_indicator(
+    own_improvement: float, random_improvement: float, dead_band: float = 0.0
+) -> float:
+    """+1 if the update helped the peer's own pages more than random pages by more than
+    `dead_band`, −1 if by less than −`dead_band`, and 0 within it.
+
+    The improvements come from forward passes, whose sums another device layout or backend
+    takes in another order: two validators agree on them only to a few ulp. With the
+    reference's strict `own > random` (dead_band 0: equal counts as −1), a peer whose two
+    improvements sit within rounding of each other gets +1 on one validator and −1 on another;
+    a band wider than that rounding makes them agree except when the gap lies within rounding
+    of the band's edge.
+    """
+    if own_improvement - random_improvement > dead_band:
+        return 1.0
+    if own_improvement - random_improvement < -dead_band:
+        return -1.0
+    return 0.0 if dead_band > 0 else -1.0
 
 
 def update_bma(bma: float, b: float, alpha: float = 0.05) -> float:
@@ -174,7 +189,7 @@ def record_evaluation(
         raise ValueError(f"peer {record.uid}: non-finite losses {bad}")
     own = relative_improvement(vals["loss_before_own"], vals["loss_after_own"])
     rand = relative_improvement(vals["loss_before_random"], vals["loss_after_random"])
-    b = binary_indicator(own, rand)
+    b = binary_indicator(own, rand, cfg.indicator_dead_band)
     booked = {**vals, "improvement_own": own, "improvement_random": rand}
     assert set(booked) == set(LOSS_KEYS)
     return dataclasses.replace(

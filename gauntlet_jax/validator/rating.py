@@ -145,9 +145,10 @@ def update_staleness(
 
 
 def ranks_from_scores(scores: Sequence[float]) -> list[int]:
-    """Strict ranks 0..k−1 by descending score; equal scores keep their input order.
+    """Strict ranks 0..k−1 by descending score; equal scores keep their input order
+    (`rate_window` passes them by uid).
 
-    This reproduces the reference exactly. It passed float `scores` to openskill 6.1.0a0, whose
+    This reproduces the reference's strict ranks. It passed float `scores` to openskill 6.1.0a0, whose
     `_calculate_rankings` replaced every non-int rank by the team's sorted position, so no two
     peers ever tied, even with equal scores, and equal scores were ordered by the stable sort of
     the input (the order in which the peers were evaluated). openskill ≥ 6.2 detects ties in
@@ -165,14 +166,17 @@ def rate_window(
 ) -> dict[int, Rating]:
     """One Plackett–Luce update over the peers scored this window (GAUNTLET.md §5.2).
 
-    `scores` maps uid → LossScore on random data, in evaluation order (the tie-break). Runs
-    only if at least two peers have a score; otherwise the ratings come back unchanged. Peers
-    without a rating start from the library default. Returns all ratings, updated ones included.
+    `scores` maps uid → LossScore on random data. Equal scores rank by uid, the lower first: the
+    reference broke ties by evaluation order, which differs between validators (and between the
+    processes of one validator's chunks), so two validators with the same scores could rate
+    differently. Runs only if at least two peers have a score; otherwise the ratings come back
+    unchanged. Peers without a rating start from the library default. Returns all ratings,
+    updated ones included.
     """
     out = dict(ratings)
     if len(scores) < 2:
         return out
-    uids = list(scores)
+    uids = sorted(scores)
     values = [float(scores[u]) for u in uids]
     bad = [u for u, v in zip(uids, values, strict=True) if not math.isfinite(v)]
     if bad:
