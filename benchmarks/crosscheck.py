@@ -6,8 +6,8 @@ of differing coordinates (the protocol needs 0 everywhere).
     python benchmarks/crosscheck.py --config 150m --peers 15 --windows 20
     python benchmarks/crosscheck.py --config 1b2 --peers 15 --windows 2
 
-Payloads are top-k of Gaussian pseudo-gradients drawn on the host (numpy), so every backend gets
-the same bytes; θ starts from the same host values and is advanced on each backend by its own
+Payloads are top-k of Gaussian pseudo-gradients, drawn on the accelerator (fast) and copied to
+the host, so every backend gets the same bytes; θ starts from the same host values and is advanced on each backend by its own
 outer steps, so a difference would compound as it would in a real network.
 """
 
