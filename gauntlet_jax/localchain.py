@@ -22,7 +22,7 @@ from gauntlet_jax.chain.local import LocalChain
 from gauntlet_jax.chain.local_store import path_from_sqlite_url
 from gauntlet_jax.cli import run_guarded
 from gauntlet_jax.config import Config, add_config_args, add_version_flag, config_from_args
-from gauntlet_jax.errors import ChainError
+from gauntlet_jax.errors import ConfigError
 
 
 def _chain_path(cfg: Config) -> Path:
@@ -39,11 +39,11 @@ def create_network(
 ) -> dict:
     """Creates the local chain file of `cfg.chain.url` with `neurons` registered neurons."""
     if neurons < 1:
-        raise ChainError(f"need at least one neuron, got {neurons}")
+        raise ConfigError(f"need at least one neuron, got {neurons}")
     path = _chain_path(cfg)
     if path.exists():
         if not force:
-            raise ChainError(f"{path} exists; pass --force to replace it")
+            raise ConfigError(f"{path} exists; pass --force to replace it")
         for suffix in ("", "-wal", "-shm"):
             Path(f"{path}{suffix}").unlink(missing_ok=True)
     netuid = cfg.chain.netuid
@@ -88,7 +88,7 @@ def create_network(
 def show_network(cfg: Config) -> dict:
     path = _chain_path(cfg)
     if not path.exists():
-        raise ChainError(f"{path} does not exist; run `python -m gauntlet_jax.localchain create`")
+        raise ConfigError(f"{path} does not exist; run `python -m gauntlet_jax.localchain create`")
     with LocalChain(path, block_time_s=cfg.chain.block_time_s) as chain:
         graph = chain.metagraph(cfg.chain.netuid)
         commitments = chain.get_commitments(cfg.chain.netuid)

@@ -15,6 +15,7 @@ from gauntlet_jax.chain import errors as chain_errors
 from gauntlet_jax.chain.keys import dev_hotkey
 from gauntlet_jax.chain.local import LocalChain
 from gauntlet_jax.chain.local_store import path_from_sqlite_url
+from gauntlet_jax.cli import EX_CONFIG
 from gauntlet_jax.config import ChainConfig
 from gauntlet_jax.errors import ChainError
 
@@ -287,7 +288,7 @@ def test_localchain_command(tmp_path, capsys):
     assert created["neurons"][0]["validator_permit"] and created["neurons"][0]["stake"] > 20000
     assert not created["neurons"][1]["validator_permit"] and created["neurons"][1]["stake"] == 0
     assert created["clock"] == "manual"
-    assert localchain.main(argv) == 2  # exists: refuses without --force
+    assert localchain.main(argv) == EX_CONFIG  # exists: refuses without --force
     assert "exists" in capsys.readouterr().err
     assert (
         localchain.main(

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from gcs_emulator import FakeGcs, FaultProxy, tensorstore_env
 
+from gauntlet_jax.cli import EX_CONFIG
 from gauntlet_jax.config import DataConfig, StorageConfig, load_config
 from gauntlet_jax.data.corpus import TokenCorpus, open_corpus
 from gauntlet_jax.data.corpus_fetch import CORPUS_CACHE, fetch_corpus
@@ -109,7 +110,7 @@ def test_prepare_data_cli_writes_to_a_bucket_and_refuses_to_overwrite(
     names = {o.name for o in open_bucket(url, StorageConfig()).list()}
     assert {MANIFEST_NAME, "doc_offsets.npy", "tokens-00000.npy"} <= names
     second = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-    assert second.returncode == 2 and "already holds a corpus" in second.stderr
+    assert second.returncode == EX_CONFIG and "already holds a corpus" in second.stderr
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from gauntlet_jax import prepare_data
+from gauntlet_jax.cli import EX_CONFIG
 from gauntlet_jax.config import DataConfig
 from gauntlet_jax.data import corpus as corpus_module
 from gauntlet_jax.data import demo_corpus as demo_module
@@ -367,25 +368,27 @@ def test_prepare_data_reads_txt_jsonl_and_parquet(tmp_path, tok, capsys):
     ]
 
     # Refusals: an existing corpus, a missing field, an unknown type.
-    assert prepare_data.main(["--input", str(inputs), "--out", str(out), "--no-progress"]) == 2
+    assert (
+        prepare_data.main(["--input", str(inputs), "--out", str(out), "--no-progress"]) == EX_CONFIG
+    )
     assert "already holds a corpus" in capsys.readouterr().err
     out4 = tmp_path / "out4"
     args = ["--input", str(inputs / "c.parquet"), "--out", str(out4), "--text-field", "body"]
-    assert prepare_data.main([*args, "--no-progress"]) == 2
+    assert prepare_data.main([*args, "--no-progress"]) == EX_CONFIG
     assert "no column 'body'" in capsys.readouterr().err
     (inputs / "bad.jsonl").write_text('{"text": "ok"}\n{"title": "no text"}\n')
     assert (
         prepare_data.main(
             ["--input", str(inputs / "bad.jsonl"), "--out", str(out4), "--no-progress"]
         )
-        == 2
+        == EX_CONFIG
     )
     assert "bad.jsonl:2: no string field 'text'" in capsys.readouterr().err
     assert (
         prepare_data.main(
             ["--input", str(inputs / "ignored.csv"), "--out", str(out4), "--no-progress"]
         )
-        == 2
+        == EX_CONFIG
     )
     assert "unknown input type" in capsys.readouterr().err
     assert not out4.exists() or not (out4 / MANIFEST_NAME).exists()

@@ -21,6 +21,7 @@ from gauntlet_jax.bench.tpu_topology import (
     parse_topology,
     topology_devices,
 )
+from gauntlet_jax.cli import EX_CONFIG
 from gauntlet_jax.config import load_config
 from gauntlet_jax.model import llama
 
@@ -87,7 +88,7 @@ def test_1b2_scoring_step_fits_a_v5e_16_slice() -> None:
 def test_bench_compile_refuses_an_unknown_topology(capsys: pytest.CaptureFixture[str]) -> None:
     from gauntlet_jax.bench import cli
 
-    assert cli.main(["compile", "--config", "tiny", "--topology", "v9:2x2"]) == 2
+    assert cli.main(["compile", "--config", "tiny", "--topology", "v9:2x2"]) == EX_CONFIG
     assert "v9" in capsys.readouterr().err
 
 
