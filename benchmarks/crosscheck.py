@@ -18,6 +18,7 @@ import json
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from gauntlet_jax.bench.inputs import plan_of, random_like_params, random_payload
@@ -30,9 +31,27 @@ def _host(tree):
     return jax.tree.map(np.asarray, jax.device_get(tree))
 
 
-def _differing(a, b) -> int:
+def _bits(x: jax.Array) -> jax.Array:
+    """x's bit pattern (so -0.0 differs from 0.0 and a NaN equals itself), as unsigned integers."""
+    if jnp.issubdtype(x.dtype, jnp.floating):
+        return jax.lax.bitcast_convert_type(x, jnp.dtype(f"uint{8 * x.dtype.itemsize}"))
+    return x
+
+
+@jax.jit
+def _differing_on_device(a, b) -> jax.Array:
+    counts = [
+        jnp.sum(_bits(x) != _bits(y), dtype=jnp.int64 if jax.config.jax_enable_x64 else jnp.int32)
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    ]
+    return sum(counts)
+
+
+def _differing(reference, other, device) -> int:
+    """Coordinates whose bits differ; counted on `device` (at 1b2 a host comparison of four θ
+    copies costs more than the outer step itself)."""
     return int(
-        sum(np.sum(x != y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+        _differing_on_device(jax.device_put(reference, device), jax.device_put(other, device))
     )
 
 
@@ -56,6 +75,7 @@ def main() -> None:
     theta = {b: jax.device_put(theta0, devices[b]) for b in backends}
     theta_wd = dict(theta)
     for window in range(args.windows):
+        start = time.perf_counter()
         with jax.default_device(maker):
             payloads = [
                 _host(random_payload(jax.random.key(1000 * window + p), plan))
@@ -63,6 +83,7 @@ def main() -> None:
             ]
         idx = jax.tree.map(lambda *x: np.stack(x), *[p[0] for p in payloads])
         vals = jax.tree.map(lambda *x: np.stack(x), *[p[1] for p in payloads])
+        payloads_s = time.perf_counter() - start
         mask = np.ones(args.peers, bool)
         mask[-1] = window % 2 == 0  # a masked-out peer every other window
         out, seconds = {}, {}
@@ -77,30 +98,42 @@ def main() -> None:
                 theta[b] = outer.apply_sign(theta[b], signs, args.lr, cfg)
                 theta_wd[b] = outer.apply_sign(theta_wd[b], signs, args.lr, cfg_wd)
                 out[b] = {
-                    "signs": _host(signs),
-                    "trial": _host(trial),
-                    "theta": _host(theta[b]),
-                    "theta_wd": _host(theta_wd[b]),
+                    "signs": signs,
+                    "trial": trial,
+                    "theta": theta[b],
+                    "theta_wd": theta_wd[b],
                     "fingerprint": fingerprint(theta[b]),
                     "fingerprint_wd": fingerprint(theta_wd[b]),
                 }
+                seconds[f"{b}_window"] = time.perf_counter() - start
         ref = out["cpu"]
         for b in backends:
             if b == "cpu":
                 continue
+            start = time.perf_counter()
+            differs = {
+                f"{name}_differs": _differing(ref[key], out[b][key], devices[b])
+                for name, key in (
+                    ("aggregate", "signs"),
+                    ("trial_sign", "trial"),
+                    ("theta", "theta"),
+                    ("theta_weight_decay", "theta_wd"),
+                )
+            }
+            seconds["compare"] = time.perf_counter() - start
             record = {
                 "config": args.config,
                 "peers": args.peers,
                 "window": window,
                 "backend": b,
                 "n_params": int(sum(x.size for x in jax.tree.leaves(ref["theta"]))),
-                "aggregate_differs": _differing(ref["signs"], out[b]["signs"]),
-                "trial_sign_differs": _differing(ref["trial"], out[b]["trial"]),
-                "theta_differs": _differing(ref["theta"], out[b]["theta"]),
-                "theta_weight_decay_differs": _differing(ref["theta_wd"], out[b]["theta_wd"]),
+                **differs,
                 "fingerprint_equal": ref["fingerprint"] == out[b]["fingerprint"]
                 and ref["fingerprint_wd"] == out[b]["fingerprint_wd"],
-                "aggregate_s": {k: round(v, 4) for k, v in seconds.items()},
+                "fingerprint": out[b]["fingerprint"],
+                "aggregate_s": {k: round(v, 4) for k, v in seconds.items() if k in backends},
+                "phase_s": {k: round(v, 3) for k, v in seconds.items() if k not in backends},
+                "payloads_s": round(payloads_s, 3),
             }
             print(json.dumps(record), flush=True)
     if len(backends) == 1:

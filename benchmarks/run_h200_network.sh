@@ -2,9 +2,10 @@
 # The network's GPU measurements (issues 15, 18, 21) in two device calls (repository root as cwd):
 #   bash benchmarks/run_h200_network.sh exact    # CPU vs GPU bits at 1b2, the aggregate's speed
 #   bash benchmarks/run_h200_network.sh score    # scoring rate now vs OLD (PYTHONPATH tree), screen
+#   bash benchmarks/run_h200_network.sh miner    # the miner step's copies
 # JSON lines go to $OUT/<part>.jsonl, stderr to $OUT/<part>.err; each step has its own limit.
 set -u
-PART=${1:?exact or score}
+PART=${1:?exact, score or miner}
 OUT=${OUT:-/tmp/bench_out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.94}
@@ -32,7 +33,7 @@ case "$PART" in
 exact)
   step 420 "crosscheck 1b2 15 peers" "$PY" benchmarks/crosscheck.py --config 1b2 --peers 15 --windows 20
   step 60 "aggregate 15" "${BENCH[@]}" aggregate --peers 15 --repeats 3
-  step 70 "aggregate 50" "${BENCH[@]}" aggregate --peers 50 --repeats 3
+  step 120 "aggregate 50" "${BENCH[@]}" aggregate --peers 50 --repeats 3
   ;;
 score)
   step 150 "score K=8" "${BENCH[@]}" score --candidates 8 --warmup 0 --repeats 3
@@ -42,6 +43,8 @@ score)
       "$PY" -m gauntlet_jax.bench --config "$OLD/configs/1b2.yaml" score --candidates 8 --warmup 0 --repeats 3
   fi
   step 150 "screen 1b2" "$PY" -m gauntlet_jax.bench.screen --config 1b2 --peers 256 --exact 64 --train-steps 300
+  ;;
+miner)
   step 90 "miner copies" "$PY" -m benchmarks.miner_copies --config configs/1b2.yaml --micro-batches 4 --repeats 3
   ;;
 esac
