@@ -2,6 +2,7 @@
 # The network's GPU measurements (issues 15, 18, 21) in two device calls (repository root as cwd):
 #   bash benchmarks/run_h200_network.sh exact    # CPU vs GPU bits at 1b2, the aggregate's speed
 #   bash benchmarks/run_h200_network.sh score    # scoring rate now vs OLD (PYTHONPATH tree), screen
+#   bash benchmarks/run_h200_network.sh proof    # 20 windows of crosscheck, then the screen at 1b2
 #   bash benchmarks/run_h200_network.sh miner    # the miner step's copies
 # JSON lines go to $OUT/<part>.jsonl, stderr to $OUT/<part>.err; each step has its own limit.
 set -u
@@ -43,6 +44,14 @@ score)
       "$PY" -m gauntlet_jax.bench --config "$OLD/configs/1b2.yaml" score --candidates 8 --warmup 0 --repeats 3
   fi
   step 150 "screen 1b2" "$PY" -m gauntlet_jax.bench.screen --config 1b2 --peers 256 --exact 64 --train-steps 300
+  ;;
+proof)
+  # The two bars in one call: 20 windows of CPU = GPU bits at 1b2, then the screen on trained θ.
+  # SCREEN_SET: config overrides for the screen (e.g. a tokenizer path on a machine without
+  # mistral-common).
+  step "${CROSSCHECK_S:-400}" "crosscheck 1b2 15 peers" "$PY" benchmarks/crosscheck.py --config 1b2 --peers 15 --windows 20
+  step "${SCREEN_S:-180}" "screen 1b2" "$PY" -m gauntlet_jax.bench.screen --config 1b2 ${SCREEN_SET:-} \
+    --peers 256 --exact 64 --train-steps "${SCREEN_TRAIN_STEPS:-100}"
   ;;
 miner)
   step 90 "miner copies" "$PY" -m benchmarks.miner_copies --config configs/1b2.yaml --micro-batches 4 --repeats 3
