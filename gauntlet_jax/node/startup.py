@@ -140,13 +140,20 @@ class Node:
             stop.wait(1.0)
         raise NodeError("the lead validator has not announced a start window")
 
-    def catch_up(self, replica: Replica, until_window: int) -> None:
+    def catch_up(self, replica: Replica, until_window: int) -> bool | None:
         """Advances θ to `until_window` (exclusive): the lead validator's published aggregate of
-        each missed window when it exists, else the window's gather payloads from the buckets."""
+        each missed window when it exists, else the window's gather payloads from the buckets.
+
+        Returns whether θ then equals the lead's (the fingerprint in the last aggregate replayed),
+        or None when that cannot be told (nothing replayed, the last window rebuilt from payloads,
+        or a lead that publishes no fingerprint). A difference is logged as an error, not raised:
+        the node keeps running, and the sync check shows its peers what it holds."""
         lead = self.network.lead_validator()
         lead_bucket = self.network.bucket(lead) if lead is not None else None
         if replica.next_window < until_window:
             log.info("catching θ up: windows %d to %d", replica.next_window, until_window - 1)
+        replayed = False
+        lead_theta: str | None = None
         while replica.next_window < until_window:
             w = replica.next_window
             if w % CATCH_UP_LOG_EVERY == 0:
@@ -154,7 +161,7 @@ class Node:
             try:
                 if lead_bucket is None:
                     raise AggregateUnavailable(w, "missing", "no lead validator bucket", None)
-                signs = fetch_aggregate(lead_bucket, w, self.cfg, replica.plan)
+                signs, lead_theta = fetch_aggregate(lead_bucket, w, self.cfg, replica.plan)
             except AggregateUnavailable as e:
                 log.debug("window %d: %s; gathering payloads instead", w, e)
                 stack = replica.new_stack()
@@ -162,7 +169,28 @@ class Node:
                     self.network.gather_set(w), w, replica.plan, 0.0, stack
                 )
                 signs, _ = replica.gather_signs(list(fetched.values()), stack)
+                lead_theta = None
             replica.apply_signs(w, signs)
+            replayed = True
+        if not replayed or lead_theta is None:
+            return None
+        ours = replica.fingerprint()
+        if ours == lead_theta:
+            log.info(
+                "caught up to window %d: θ equals the lead validator's (fingerprint %s)",
+                until_window - 1,
+                ours,
+            )
+            return True
+        log.error(
+            "caught up to window %d, but θ's fingerprint %s differs from the lead validator's "
+            "%s: this node's software stack (logged at start) or its checkpoint differs from "
+            "the lead's; its uploads will fail the sync check until that is fixed",
+            until_window - 1,
+            ours,
+            lead_theta,
+        )
+        return False
 
 
 def new_replica(cfg: Config, start_window: int, placement: Placement | None = None) -> Replica:

@@ -29,8 +29,9 @@ from safetensors import SafetensorError
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
-from gauntlet_jax.errors import ObjectNotFound, StorageError
+from gauntlet_jax.errors import MalformedJson, ObjectNotFound, StorageError
 from gauntlet_jax.storage.base import Bucket
+from gauntlet_jax.strict_json import load_json
 
 # No '-' or '/' in a version, so names split unambiguously; '.' and '+' allow "0.2.88", "1.0+x".
 _VERSION = re.compile(r"[0-9A-Za-z][0-9A-Za-z._+]{0,31}")
@@ -187,6 +188,22 @@ def encode_arrays(
 ) -> bytes:
     """Arrays → safetensors bytes (no pickle), with an optional string→string header."""
     return st_save({k: np.ascontiguousarray(v) for k, v in arrays.items()}, dict(metadata or {}))
+
+
+def load_metadata(data: bytes, max_header_bytes: int) -> dict[str, str]:
+    """The string→string header of safetensors bytes ({} when there is none); a header that is
+    not strict JSON within `max_header_bytes` raises MalformedObject."""
+    n = int.from_bytes(bytes(data[:8]), "little") if len(data) >= 8 else -1
+    if not 0 <= n <= min(max_header_bytes, len(data) - 8):
+        raise MalformedObject(f"safetensors header of {n} bytes (at most {max_header_bytes})")
+    try:
+        header = load_json(bytes(data[8 : 8 + n]), max_bytes=max_header_bytes, max_depth=3)
+    except MalformedJson as e:
+        raise MalformedObject(f"safetensors header is not JSON: {e}") from e
+    meta = header.get("__metadata__", {}) if isinstance(header, dict) else {}
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise MalformedObject("safetensors metadata is not a string→string map")
+    return meta
 
 
 def load_arrays(data: bytes) -> dict[str, np.ndarray]:

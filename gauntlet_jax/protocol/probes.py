@@ -20,9 +20,9 @@ from safetensors import SafetensorError
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
-from gauntlet_jax.errors import InvalidPayload, MalformedJson
+from gauntlet_jax.errors import InvalidPayload
+from gauntlet_jax.protocol import names
 from gauntlet_jax.protocol.fingerprint import parse_fingerprint
-from gauntlet_jax.strict_json import load_json
 
 # 2: θ's fingerprint in the header (the exact outer step of protocol version 2).
 PROBE_FORMAT_VERSION = "2"
@@ -178,10 +178,7 @@ def decode_probes(data: bytes, *, uid: int, window: int, expected_len: int) -> P
 
 
 def _metadata(data: bytes, uid: int) -> dict[str, str]:
-    n = int.from_bytes(data[:8], "little")
     try:
-        header = load_json(data[8 : 8 + n], max_bytes=_MAX_HEADER_BYTES, max_depth=3)
-    except MalformedJson as e:
-        raise InvalidPayload(uid, "bad probes", f"header is not JSON: {e}") from e
-    meta = header.get("__metadata__", {}) if isinstance(header, dict) else {}
-    return meta if isinstance(meta, dict) else {}
+        return names.load_metadata(data, _MAX_HEADER_BYTES)
+    except names.MalformedObject as e:
+        raise InvalidPayload(uid, "bad probes", str(e)) from e

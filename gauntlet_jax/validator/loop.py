@@ -205,7 +205,7 @@ class Validator:
         signs, mask = replica.apply_gathered(
             window, [found.fetched[u] for u in gather], found.stack
         )
-        publish_aggregate(node, self.cfg, window, signs, replica.plan)
+        publish_aggregate(node, self.cfg, window, signs, replica)
         self.state = dataclasses.replace(
             self.state,
             peers=peers,

@@ -19,11 +19,12 @@ from typing import Any
 
 from gauntlet_jax.chain.base import NODE_VERSION_KEY
 from gauntlet_jax.chain.errors import NodeVersionTooOld
-from gauntlet_jax.compress.plan import CompressionPlan
 from gauntlet_jax.config import Config
 from gauntlet_jax.errors import ChainError, PreconditionFailed, StorageError
+from gauntlet_jax.node.replica import Replica
 from gauntlet_jax.node.startup import Node
-from gauntlet_jax.protocol import announcements, names, outer
+from gauntlet_jax.protocol import announcements, names
+from gauntlet_jax.protocol.catchup import encode_aggregate
 from gauntlet_jax.validator import overlap, weights
 from gauntlet_jax.validator.state import PeerRecord
 
@@ -142,13 +143,12 @@ def publish_gather_set(
         log.info("gather set for %d not published (%s)", effective, e)
 
 
-def publish_aggregate(
-    node: Node, cfg: Config, window: int, signs: Any, plan: CompressionPlan
-) -> None:
-    """The window's sign aggregate (lead validator), packed, for nodes that catch up."""
+def publish_aggregate(node: Node, cfg: Config, window: int, signs: Any, replica: Replica) -> None:
+    """The window's sign aggregate (lead validator), packed, with θ's fingerprint after the step,
+    for nodes that catch up (and check they ended where the lead did)."""
     if not is_lead(node):
         return
-    data = names.encode_arrays(outer.pack_signs(signs, plan))
+    data = encode_aggregate(signs, replica.plan, replica.fingerprint())
     try:
         node.bucket.put(names.aggregate_name(window, cfg.protocol.version), data)
     except StorageError as e:
