@@ -73,9 +73,9 @@ def _spawn(
     return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
-def measure_window(cfg: Config, out: Path, processes: int) -> WindowPlan:
-    """Compiles and times one miner window's least work in this process (`run_window_programs`,
-    the same programs the miners run), then sizes the windows for `processes` processes."""
+def _time_window_programs(cfg: Config, out: Path, runs: int) -> list[float]:
+    """Seconds of `runs` calls of `run_window_programs` in this process (the first compiles, or
+    loads what an earlier process compiled from the shared cache)."""
     os.environ.update({k: v for k, v in child_env(out).items() if k not in os.environ})
     import jax  # after the environment: XLA reads its flags when the backend starts
 
@@ -83,19 +83,40 @@ def measure_window(cfg: Config, out: Path, processes: int) -> WindowPlan:
     from gauntlet_jax.node.replica import node_placement
 
     jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
-    corpus = open_corpus(cfg.data)
+    corpus = open_corpus(cfg.data, progress=False)
     placement = node_placement(cfg)
-    compile_s = run_window_programs(cfg, corpus, placement, 1)
-    step_s = max(run_window_programs(cfg, corpus, placement, 1) for _ in range(2))
+    return [run_window_programs(cfg, corpus, placement, 1) for _ in range(runs)]
+
+
+def measure_window(cfg: Config, args: argparse.Namespace, out: Path, processes: int) -> WindowPlan:
+    """Compiles a miner window's programs here (filling the shared cache), then times their
+    least work in `processes` processes at once — the network's own number of processes, on
+    whatever else the machine runs — and sizes the windows from the slowest."""
+    compile_s = _time_window_programs(cfg, out, 1)[0]
+    from gauntlet_jax.node.startup import GATHER_GRACE_S  # imports JAX: after the environment
+
+    cmd = [sys.executable, "-m", "gauntlet_jax.localnet", "--config", args.config]
+    for override in args.overrides:
+        cmd += ["--set", override]
+    env = child_env(out)
+    timers = [
+        subprocess.Popen([*cmd, "--time-step"], env=env, stdout=subprocess.PIPE, text=True)
+        for _ in range(processes)
+    ]
+    steps = []
+    for timer in timers:
+        stdout, _ = timer.communicate()
+        if timer.returncode != 0:
+            raise SystemExit("timing a miner window in parallel processes failed (see above)")
+        steps.append(float(json.loads(stdout.strip().splitlines()[-1])["step_s"]))
     window_s = cfg.protocol.blocks_per_window * cfg.chain.block_time_s
     return plan_window(
         configured_s=window_s,
         configured_put_s=cfg.protocol.put_window_s,
         compile_s=compile_s,
-        step_s=step_s,
+        step_s=max(steps),
         processes=processes,
-        cores=len(os.sched_getaffinity(0)),
-        load=os.getloadavg()[0],
+        grace_s=GATHER_GRACE_S,
     )
 
 
@@ -173,8 +194,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--ready-timeout", type=float, default=900.0, help="seconds to wait for miners to compile"
     )
+    # Internal: one of the processes `measure_window` times at once.
+    parser.add_argument("--time-step", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
+    if args.time_step:
+        # The first run loads the programs from the cache; the slower of two more is the step.
+        step_s = max(_time_window_programs(cfg, Path(cfg.run.out_dir), 3)[1:])
+        print(json.dumps({"step_s": step_s}), flush=True)
+        return 0
     signal.signal(signal.SIGTERM, _interrupt)  # a terminated localnet stops its children too
     out = Path(cfg.run.out_dir)
     if out.exists() and not args.keep:
@@ -188,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     plan = chosen_window(cfg, args)
     if plan is None and user_keys.isdisjoint(WINDOW_KEYS):
         print("measuring one miner step to size the windows (compiling)…", flush=True)
-        plan = measure_window(cfg, out, args.miners + 1)
+        plan = measure_window(cfg, args, out, args.miners + 1)
     if plan is None:
         window_s = cfg.protocol.blocks_per_window * cfg.chain.block_time_s
         plan = WindowPlan(window_s, cfg.protocol.put_window_s, "set with --set")

@@ -13,9 +13,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-# A miner window's least work (one micro-batch, compression, the outer step, the probes) must fit
-# this many times in a window: once before the window ends, once more while the put window and
-# the gather run, with room for the validator's scoring beside them.
+# A miner window's least work (one micro-batch, compression, the outer step, the probes), timed
+# in every process of the network at once, must fit this many times in the part of a window
+# before its put window: the miner trains there after the previous window's gather, and the
+# validator scores beside it.
 WORK_PER_WINDOW = 2.0
 
 # Fetch statuses of a payload (`node/network.py`) in words.
@@ -62,22 +63,19 @@ def plan_window(
     compile_s: float,
     step_s: float,
     processes: int,
-    cores: int,
-    load: float,
+    grace_s: float,
 ) -> WindowPlan:
-    """The shortest whole-second window (never shorter than the config's) that holds a miner's
-    least work `WORK_PER_WINDOW` times once `processes` more processes share `cores` with what
-    was running (`load`: the 1-minute load average while `step_s` was measured, the measuring
-    process included). The put window keeps the config's share of the window."""
-    others = max(0.0, load - 1.0)
-    measured_share = max(1.0, (others + 1.0) / cores)  # the slow-down already in step_s
-    shared = max(1.0, (others + processes) / cores)
-    needed = WORK_PER_WINDOW * step_s * shared / measured_share
+    """The shortest whole-second window (never shorter than the config's) whose part before the
+    put window holds `WORK_PER_WINDOW` times `step_s` (a window's least work, timed in
+    `processes` processes running at once, so the machine's contention is in it) plus the
+    gather's grace. The put window keeps the config's share of the window."""
+    share = configured_put_s / configured_s
+    needed = (WORK_PER_WINDOW * step_s + grace_s) / (1.0 - share)
     window_s = float(max(math.ceil(configured_s), math.ceil(needed)))
     put_s = configured_put_s * window_s / configured_s
     reason = (
-        f"one miner step took {step_s:.1f} s after a {compile_s:.0f} s compile; "
-        f"{processes} processes on {cores} cores, load {load:.1f}"
+        f"a miner window's least work took {step_s:.1f} s with {processes} processes at once, "
+        f"after a {compile_s:.0f} s compile"
     )
     return WindowPlan(window_s, put_s, reason)
 

@@ -26,18 +26,17 @@ def _peer(window: int, uid: int, payload: str, **fields: object) -> dict:
     return {"kind": "peer", "window": window, "uid": uid, "checks": {"payload": payload}, **fields}
 
 
-def test_windows_grow_with_the_measured_step_and_the_processes() -> None:
-    idle = dict(configured_s=8.0, configured_put_s=4.0, compile_s=40.0, cores=2)
+def test_windows_grow_with_the_step_timed_in_every_process_at_once() -> None:
+    idle = dict(configured_s=8.0, configured_put_s=4.0, compile_s=40.0)
     # A fast step on an idle machine keeps the config's window.
-    fast = plan_window(step_s=0.5, processes=5, load=1.0, **idle)
+    fast = plan_window(step_s=0.5, processes=5, grace_s=0.5, **idle)
     assert (fast.window_s, fast.put_window_s) == (8.0, 4.0)
-    # 3 s per step, 5 processes on 2 cores: 2 × 3 × 2.5 = 15 s; the put window keeps its half.
-    slow = plan_window(step_s=3.0, processes=5, load=1.0, **idle)
-    assert (slow.window_s, slow.put_window_s) == (15.0, 7.5)
-    # Measured under a load of 17 the step already holds most of the slow-down:
-    # 2 × 12 × (21 / 2) / (17 / 2) = 29.6 → 30 s.
-    loaded = plan_window(step_s=12.0, processes=5, load=17.0, **idle)
-    assert loaded.window_s == 30.0
+    # 3 s per step with 5 processes at once: (2 × 3 + 0.5) / (1 − 4/8) = 13 s before rounding;
+    # the put window keeps its half.
+    slow = plan_window(step_s=3.0, processes=5, grace_s=0.5, **idle)
+    assert (slow.window_s, slow.put_window_s) == (13.0, 6.5)
+    loaded = plan_window(step_s=7.2, processes=5, grace_s=0.5, **idle)
+    assert loaded.window_s == 30.0 and "7.2 s with 5 processes at once" in loaded.reason
     assert WindowPlan(30.0, 15.0, "").overrides(8) == [
         "chain.block_time_s=3.75",
         "protocol.put_window_s=15",

@@ -181,8 +181,12 @@ class Miner:
         acc = jax.tree.map(jnp.zeros_like, self.replica.params)
         losses = []
         for i in range(limit):
-            if i > 0 and self.node.now() >= deadline:
-                break
+            if i > 0:
+                # Dispatch is asynchronous: without waiting for the last micro-batch the clock
+                # reads a time before its work is done, and every batch is queued in time.
+                jax.block_until_ready(losses[-1])
+                if self.node.now() >= deadline:
+                    break
             tokens = self.replica.placement.place_tokens(batches[i], ("batch", "seq"))
             acc, loss = _grad_into(acc, self.replica.params, tokens, cfg=self.cfg.model)
             losses.append(loss)
