@@ -199,10 +199,11 @@ def test_create_queued_uses_a_queued_resource(guard_bin: Path) -> None:
     assert "--spot" in cmd
 
 
-def test_setup_builds_copies_and_installs_on_all_workers(guard_bin: Path) -> None:
-    build, mkdir, scp, install = dry_run(
-        "setup.sh", "--name", "val-1", "--jax-spec", "jax[tpu]==0.10.2", guard=guard_bin
-    )
+def test_setup_installs_the_locked_stack_and_the_wheel_on_all_workers(guard_bin: Path) -> None:
+    result = run_script("setup.sh", "--dry-run", "--name", "val-1", bin_dir=guard_bin)
+    assert result.returncode == 0, result.stderr
+    assert "leaves the lock" not in result.stderr
+    build, mkdir, scp, install = map(shlex.split, result.stdout.splitlines())
     assert build[:4] == ["python3", "-m", "pip", "wheel"] and "--no-deps" in build
     assert build[-1] == str(REPO)
     for ssh in (mkdir, install):
@@ -211,23 +212,66 @@ def test_setup_builds_copies_and_installs_on_all_workers(guard_bin: Path) -> Non
     assert remote_argv(mkdir) == ["mkdir", "-p", "gauntlet/files"]
     assert scp[:5] == ["gcloud", "compute", "tpus", "tpu-vm", "scp"]
     assert flag(scp, "--worker") == "all"
-    wheel = Path(scp[6])
-    assert scp[5] == str(SCRIPTS / "worker.sh")
+    # worker.sh, the lock and the wheel travel together.
+    assert scp[5:7] == [str(SCRIPTS / "worker.sh"), str(REPO / "requirements" / "tpu.txt")]
+    wheel = Path(scp[7])
     assert wheel.parent == REPO / "dist" and wheel.name.startswith("gauntlet_jax-")
     assert wheel.name.endswith("-py3-none-any.whl")
-    assert scp[7] == "val-1:gauntlet/files/"
+    assert scp[8] == "val-1:gauntlet/files/"
     remote = remote_argv(install)
     assert remote[:3] == ["bash", "gauntlet/files/worker.sh", "setup"]
     assert remote[remote.index("--package") + 1] == f"files/{wheel.name}"
-    assert remote[remote.index("--jax-spec") + 1] == "jax[tpu]==0.10.2"
+    assert remote[remote.index("--lock") + 1] == "files/tpu.txt"
     assert remote[remote.index("--python") + 1] == "3.12"
+    assert "--jax-spec" not in remote
 
 
-def test_setup_from_git_copies_only_the_worker_script(guard_bin: Path) -> None:
+def test_the_tpu_lock_pins_jax_jaxlib_and_libtpu_with_hashes() -> None:
+    """What setup.sh installs: one version of each, every one with its hashes."""
+    lock = (REPO / "requirements" / "tpu.txt").read_text()
+    cpu = (REPO / "requirements" / "cpu.txt").read_text()
+    pins = {}
+    for line, following in zip(lock.splitlines(), lock.splitlines()[1:], strict=False):
+        if "==" in line and not line.startswith((" ", "#")):
+            name, version = line.split(" ")[0].split("==")
+            assert following.strip().startswith("--hash=sha256:"), line
+            pins[name] = version
+    assert {"jax", "jaxlib", "libtpu", "prometheus-client"} <= set(pins)
+    # The TPU stack computes with the same jax as the CPU one (θ agrees across platforms).
+    assert f"jax=={pins['jax']} " in cpu and f"jaxlib=={pins['jaxlib']} " in cpu
+
+
+def test_setup_jax_spec_leaves_the_lock_with_a_warning(guard_bin: Path) -> None:
+    result = run_script(
+        "setup.sh", "--dry-run", "--name", "val-1", "--jax-spec", "jax[tpu]==0.10.3",
+        "--python", "3.13", bin_dir=guard_bin,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "warning: --jax-spec 'jax[tpu]==0.10.3' leaves the lock file" in result.stderr
+    _build, _mkdir, scp, install = map(shlex.split, result.stdout.splitlines())
+    assert not any(a.endswith("tpu.txt") for a in scp)
+    remote = remote_argv(install)
+    assert remote[remote.index("--jax-spec") + 1] == "jax[tpu]==0.10.3"
+    assert "--lock" not in remote and remote[remote.index("--python") + 1] == "3.13"
+    # Without --jax-spec another Python is refused: the lock holds 3.12 wheels only.
+    refused = run_script("setup.sh", "--dry-run", "--python", "3.13", bin_dir=guard_bin)
+    assert refused.returncode == 2 and "the lock is for Python 3.12" in refused.stderr
+    missing = run_script("setup.sh", "--lock", "/nonexistent/tpu.txt", bin_dir=guard_bin)
+    assert (
+        missing.returncode == 2 and "--lock '/nonexistent/tpu.txt': no such file" in missing.stderr
+    )
+    assert not (guard_bin.parent / "called").exists()
+
+
+def test_setup_from_git_copies_the_worker_script_and_the_lock(guard_bin: Path) -> None:
     _mkdir, scp, install = dry_run(
         "setup.sh", "--git", "https://github.com/o/gauntlet-jax@v1", guard=guard_bin
     )
-    assert scp[5:7] == [str(SCRIPTS / "worker.sh"), "gauntlet-tpu:gauntlet/files/"]
+    assert scp[5:8] == [
+        str(SCRIPTS / "worker.sh"),
+        str(REPO / "requirements" / "tpu.txt"),
+        "gauntlet-tpu:gauntlet/files/",
+    ]
     remote = remote_argv(install)
     assert remote[remote.index("--package") + 1] == (
         "gauntlet-jax @ git+https://github.com/o/gauntlet-jax@v1"

@@ -4,8 +4,8 @@
 # call it over `gcloud compute tpus tpu-vm ssh --worker=all`, so every worker does the same thing.
 #
 # Layout under ROOT (the parent of this file's directory, ~/gauntlet by default):
-#   venv/             Python venv with jax[tpu] and gauntlet-jax
-#   files/            what the operator copied: worker.sh, the wheel, config YAMLs
+#   venv/             Python venv: the locked stack (files/tpu.txt) and gauntlet-jax
+#   files/            what the operator copied: worker.sh, tpu.txt, the wheel, config YAMLs
 #   jobs/JOB.pid      "PID BOOT_ID" of a running job (PID is also its process group id)
 #   logs/JOB.log      the job's stdout and stderr
 #   runs/             the default run.out_dir of relative configs (jobs start in ROOT)
@@ -19,10 +19,13 @@ usage() {
 Usage: worker.sh COMMAND [flags]   (runs on a TPU worker; called by the tpu_scripts over ssh)
 
 Commands:
-  setup  --package SPEC [--python 3.12] [--jax-spec 'jax[tpu]'] [--fresh] [--no-check]
-         Create ROOT/venv with uv (which fetches a Python >= 3.11 when the image has none) and
-         install jax[tpu] plus the package (a wheel path relative to ROOT, or a pip requirement
-         such as 'gauntlet-jax @ git+https://...'). Then check that JAX sees the TPU.
+  setup  --package SPEC (--lock FILE | --jax-spec SPEC) [--python 3.12] [--fresh] [--no-check]
+         Create ROOT/venv with uv (which fetches a Python >= 3.11 when the image has none),
+         make it hold exactly the hashed lock FILE (uv pip sync --require-hashes), then install
+         the package (a wheel path relative to ROOT, or a pip requirement such as
+         'gauntlet-jax @ git+https://...') without dependencies. --jax-spec instead installs
+         SPEC and the package with freshly resolved dependencies (off the lock). Then check
+         that JAX sees the TPU.
   start  --job NAME [--secret NAME [--secret-version V] [--secret-project P]]
          [--secret-env VAR] [--env KEY=VALUE]... -- COMMAND...
          Start COMMAND in ROOT in a new session (immune to the ssh session ending), stdout and
@@ -71,11 +74,12 @@ live_pid() {
 }
 
 cmd_setup() {
-	local package="" python=3.12 jax_spec="jax[tpu]" fresh=0 check=1
+	local package="" python=3.12 lock="" jax_spec="" fresh=0 check=1
 	while (($#)); do
 		case "$1" in
 		--package) package=$(flag_value "$@"); shift 2 ;;
 		--python) python=$(flag_value "$@"); shift 2 ;;
+		--lock) lock=$(flag_value "$@"); shift 2 ;;
 		--jax-spec) jax_spec=$(flag_value "$@"); shift 2 ;;
 		--fresh) fresh=1; shift ;;
 		--no-check) check=0; shift ;;
@@ -83,7 +87,10 @@ cmd_setup() {
 		esac
 	done
 	[[ -n $package ]] || die "setup: --package is required"
+	[[ -n $lock || -n $jax_spec ]] || die "setup: --lock or --jax-spec is required"
+	[[ -z $lock || -z $jax_spec ]] || die "setup: --lock and --jax-spec exclude each other"
 	cd "$ROOT"
+	[[ -z $lock || -f $lock ]] || die "setup: no lock file $ROOT/$lock"
 
 	local uv
 	uv=$(command -v uv || true)
@@ -104,7 +111,14 @@ cmd_setup() {
 		"$uv" venv --python "$python" venv
 	fi
 	# --reinstall-package: a rebuilt wheel keeps its version number but not its contents.
-	"$uv" pip install --python venv/bin/python --reinstall-package gauntlet-jax "$jax_spec" "$package"
+	if [[ -n $lock ]]; then
+		# sync: the venv ends up holding the lock's packages and nothing else (an earlier
+		# --jax-spec install's extras go), each file checked against the lock's hashes.
+		"$uv" pip sync --python venv/bin/python --require-hashes "$lock"
+		"$uv" pip install --python venv/bin/python --no-deps --reinstall-package gauntlet-jax "$package"
+	else
+		"$uv" pip install --python venv/bin/python --reinstall-package gauntlet-jax "$jax_spec" "$package"
+	fi
 	if [[ $check == 1 ]]; then
 		# On a pod every worker runs this at once (ssh --worker=all), as libtpu needs all hosts.
 		timeout 600 venv/bin/python -c 'import jax, gauntlet_jax
