@@ -665,15 +665,19 @@ def test_worker_systemd_job_installs_the_template_with_a_drop_in_and_execs_with_
         unknown = [ln for ln in verify.stderr.splitlines() if "Unknown key" in ln]
         assert all("'RestartSteps'" in ln or "'RestartMaxDelaySec'" in ln for ln in unknown)
     spec = (worker_root / "jobs" / "validate-v1.argv").read_bytes()
-    assert spec.split(b"\0")[:5] == [b"--secret", b"hk", b"--env", b"EXTRA=1", b"--"]
+    assert spec.split(b"\0")[:7] == [
+        b"--env", f"PATH={bin_dir}{os.pathsep}{os.environ['PATH']}".encode(),
+        b"--secret", b"hk", b"--env", b"EXTRA=1", b"--",
+    ]  # fmt: skip
     for text in (spec.decode(), drop_in, started.stdout + started.stderr):
         assert SECRET not in text
 
-    # What systemd runs at every start: the secret is read then, into the environment only.
+    # What systemd runs at every start, in systemd's bare environment (the launch's PATH comes
+    # from the spec): the secret is read then, into the environment only.
     exec_start = shlex.split(lines[-1].split("=", 1)[1])
     ran = subprocess.run(
         exec_start, capture_output=True, text=True, cwd=worker_root, timeout=60, check=False,
-        env={"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"},
+        env={"PATH": "/usr/bin:/bin"},
     )  # fmt: skip
     assert ran.returncode == 0, ran.stderr
     assert f"secret-length {len(SECRET)} ['--hotkey', 'v1']" in ran.stdout

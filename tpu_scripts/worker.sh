@@ -180,8 +180,10 @@ export_job_env() {
 		access+=("--project=$SECRET_PROJECT")
 	fi
 	if ! value=$("${access[@]}"); then
-		printf '%s: error on %s: %s\n' "$SCRIPT_NAME" "$(hostname)" \
-			"cannot read secret '$SECRET' (version $SECRET_VERSION) from Secret Manager: does this VM's service account have roles/secretmanager.secretAccessor on it, and the cloud-platform scope?" >&2
+		printf '%s: error on %s: %s %s %s\n' "$SCRIPT_NAME" "$(hostname)" \
+			"cannot read secret '$SECRET' (version $SECRET_VERSION) from Secret Manager:" \
+			"does this VM's service account have roles/secretmanager.secretAccessor on it," \
+			"and the cloud-platform scope?" >&2
 		return 1
 	fi
 	if [[ -z $value ]]; then
@@ -281,7 +283,8 @@ start_systemd() {
 	[[ $state != active && $state != activating ]] ||
 		die "job $job already runs ($unit is $state); stop it first"
 
-	printf '%s\0' "$@" >"jobs/$job.argv"
+	# The unit gets this shell's PATH: systemd's own may lack where gcloud lives (/snap/bin).
+	printf '%s\0' --env "PATH=$PATH" "$@" >"jobs/$job.argv"
 	{
 		printf '# Written by tpu_scripts/worker.sh start --systemd: job %s as %s in %s.\n' \
 			"$job" "$(id -un)" "$ROOT"
