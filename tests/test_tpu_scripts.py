@@ -199,10 +199,11 @@ def test_create_queued_uses_a_queued_resource(guard_bin: Path) -> None:
     assert "--spot" in cmd
 
 
-def test_setup_builds_copies_and_installs_on_all_workers(guard_bin: Path) -> None:
-    build, mkdir, scp, install = dry_run(
-        "setup.sh", "--name", "val-1", "--jax-spec", "jax[tpu]==0.10.2", guard=guard_bin
-    )
+def test_setup_installs_the_locked_stack_and_the_wheel_on_all_workers(guard_bin: Path) -> None:
+    result = run_script("setup.sh", "--dry-run", "--name", "val-1", bin_dir=guard_bin)
+    assert result.returncode == 0, result.stderr
+    assert "leaves the lock" not in result.stderr
+    build, mkdir, scp, install = map(shlex.split, result.stdout.splitlines())
     assert build[:4] == ["python3", "-m", "pip", "wheel"] and "--no-deps" in build
     assert build[-1] == str(REPO)
     for ssh in (mkdir, install):
@@ -211,23 +212,66 @@ def test_setup_builds_copies_and_installs_on_all_workers(guard_bin: Path) -> Non
     assert remote_argv(mkdir) == ["mkdir", "-p", "gauntlet/files"]
     assert scp[:5] == ["gcloud", "compute", "tpus", "tpu-vm", "scp"]
     assert flag(scp, "--worker") == "all"
-    wheel = Path(scp[6])
-    assert scp[5] == str(SCRIPTS / "worker.sh")
+    # worker.sh, the lock and the wheel travel together.
+    assert scp[5:7] == [str(SCRIPTS / "worker.sh"), str(REPO / "requirements" / "tpu.txt")]
+    wheel = Path(scp[7])
     assert wheel.parent == REPO / "dist" and wheel.name.startswith("gauntlet_jax-")
     assert wheel.name.endswith("-py3-none-any.whl")
-    assert scp[7] == "val-1:gauntlet/files/"
+    assert scp[8] == "val-1:gauntlet/files/"
     remote = remote_argv(install)
     assert remote[:3] == ["bash", "gauntlet/files/worker.sh", "setup"]
     assert remote[remote.index("--package") + 1] == f"files/{wheel.name}"
-    assert remote[remote.index("--jax-spec") + 1] == "jax[tpu]==0.10.2"
+    assert remote[remote.index("--lock") + 1] == "files/tpu.txt"
     assert remote[remote.index("--python") + 1] == "3.12"
+    assert "--jax-spec" not in remote
 
 
-def test_setup_from_git_copies_only_the_worker_script(guard_bin: Path) -> None:
+def test_the_tpu_lock_pins_jax_jaxlib_and_libtpu_with_hashes() -> None:
+    """What setup.sh installs: one version of each, every one with its hashes."""
+    lock = (REPO / "requirements" / "tpu.txt").read_text()
+    cpu = (REPO / "requirements" / "cpu.txt").read_text()
+    pins = {}
+    for line, following in zip(lock.splitlines(), lock.splitlines()[1:], strict=False):
+        if "==" in line and not line.startswith((" ", "#")):
+            name, version = line.split(" ")[0].split("==")
+            assert following.strip().startswith("--hash=sha256:"), line
+            pins[name] = version
+    assert {"jax", "jaxlib", "libtpu", "prometheus-client"} <= set(pins)
+    # The TPU stack computes with the same jax as the CPU one (θ agrees across platforms).
+    assert f"jax=={pins['jax']} " in cpu and f"jaxlib=={pins['jaxlib']} " in cpu
+
+
+def test_setup_jax_spec_leaves_the_lock_with_a_warning(guard_bin: Path) -> None:
+    result = run_script(
+        "setup.sh", "--dry-run", "--name", "val-1", "--jax-spec", "jax[tpu]==0.10.3",
+        "--python", "3.13", bin_dir=guard_bin,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "warning: --jax-spec 'jax[tpu]==0.10.3' leaves the lock file" in result.stderr
+    _build, _mkdir, scp, install = map(shlex.split, result.stdout.splitlines())
+    assert not any(a.endswith("tpu.txt") for a in scp)
+    remote = remote_argv(install)
+    assert remote[remote.index("--jax-spec") + 1] == "jax[tpu]==0.10.3"
+    assert "--lock" not in remote and remote[remote.index("--python") + 1] == "3.13"
+    # Without --jax-spec another Python is refused: the lock holds 3.12 wheels only.
+    refused = run_script("setup.sh", "--dry-run", "--python", "3.13", bin_dir=guard_bin)
+    assert refused.returncode == 2 and "the lock is for Python 3.12" in refused.stderr
+    missing = run_script("setup.sh", "--lock", "/nonexistent/tpu.txt", bin_dir=guard_bin)
+    assert (
+        missing.returncode == 2 and "--lock '/nonexistent/tpu.txt': no such file" in missing.stderr
+    )
+    assert not (guard_bin.parent / "called").exists()
+
+
+def test_setup_from_git_copies_the_worker_script_and_the_lock(guard_bin: Path) -> None:
     _mkdir, scp, install = dry_run(
         "setup.sh", "--git", "https://github.com/o/gauntlet-jax@v1", guard=guard_bin
     )
-    assert scp[5:7] == [str(SCRIPTS / "worker.sh"), "gauntlet-tpu:gauntlet/files/"]
+    assert scp[5:8] == [
+        str(SCRIPTS / "worker.sh"),
+        str(REPO / "requirements" / "tpu.txt"),
+        "gauntlet-tpu:gauntlet/files/",
+    ]
     remote = remote_argv(install)
     assert remote[remote.index("--package") + 1] == (
         "gauntlet-jax @ git+https://github.com/o/gauntlet-jax@v1"
@@ -259,9 +303,11 @@ def test_launch_runs_one_command_on_all_workers_without_the_secret(guard_bin: Pa
     assert SECRET not in result.stdout + result.stderr
     mkdir, scp, start = (shlex.split(line) for line in result.stdout.splitlines())
     assert remote_argv(mkdir) == ["mkdir", "-p", "gauntlet/files"]
-    assert scp[5:8] == [
+    # The unit's template travels with the config (systemd is the default).
+    assert scp[5:9] == [
         str(SCRIPTS / "worker.sh"),
         str(REPO / "configs" / "1b2.yaml"),
+        str(REPO / "deploy" / "gauntlet@.service"),
         "val-1:gauntlet/files/",
     ]
     assert start[:6] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "val-1"]
@@ -272,7 +318,7 @@ def test_launch_runs_one_command_on_all_workers_without_the_secret(guard_bin: Pa
     split = remote.index("--")
     runner, job = remote[:split], remote[split + 1 :]
     assert runner == [
-        "bash", "gauntlet/files/worker.sh", "start", "--job", "validate-val1",
+        "bash", "gauntlet/files/worker.sh", "start", "--job", "validate-val1", "--systemd",
         "--secret", "val1-hotkey", "--secret-version", "latest",
         "--secret-env", "GAUNTLET_HOTKEY_SECRET", "--secret-project", "my-proj",
         "--env", "XLA_FLAGS=--xla_a=1",
@@ -316,6 +362,14 @@ def test_launch_mine_with_a_key_file_and_a_config_path(guard_bin: Path, tmp_path
         "train.max_micro_batches=8",
     ]
     assert "--secret" not in remote_argv(start)
+
+
+def test_launch_no_systemd_starts_a_plain_job(guard_bin: Path) -> None:
+    *_, scp, start = dry_run("launch.sh", *REQUIRED["launch.sh"], "--no-systemd", guard=guard_bin)
+    assert scp[5:7] == [str(SCRIPTS / "worker.sh"), str(REPO / "configs" / "1b2.yaml")]
+    assert not any("gauntlet@.service" in a for a in scp)
+    assert remote_argv(start)[2:5] == ["start", "--job", "mine-m1"]
+    assert "--systemd" not in remote_argv(start)
 
 
 @pytest.mark.parametrize(
@@ -521,6 +575,173 @@ def test_worker_start_fails_loudly(worker_root: Path, tmp_path: Path) -> None:
     assert "job old is not running" in result.stdout and not stale.exists()
 
 
+# systemctl, journalctl and sudo as worker.sh calls them: each call's argv is recorded; the unit's
+# state (what `systemctl is-active` prints) is inactive until `enable --now` makes it STARTED.
+FAKE_SYSTEMD = {
+    "sudo": '#!/bin/sh\n[ "$1" = -n ] && shift\nexec "$@"\n',
+    "systemctl": (
+        "#!/bin/sh\n"
+        'echo "systemctl $*" >> "{calls}"\n'
+        'case "$1" in\n'
+        '  is-active) cat "{state}"; [ "$(cat "{state}")" = active ] ;;\n'
+        '  enable) echo {started} > "{state}" ;;\n'
+        '  disable) echo inactive > "{state}" ;;\n'
+        '  show) [ "$3" = MainPID ] && echo 4242 || echo 3 ;;\n'
+        "esac\n"
+    ),
+    "journalctl": '#!/bin/sh\necho "journalctl $*" >> "{calls}"\necho "a journal line"\n',
+}
+
+
+def fake_systemd(tmp_path: Path, started: str) -> tuple[Path, Path, Path]:
+    """A bin dir with FAKE_SYSTEMD and the gcloud of Secret Manager; the unit dir; the call log."""
+    bin_dir = tmp_path / "systemd-bin"
+    bin_dir.mkdir()
+    calls, state_file = tmp_path / "calls", tmp_path / "state"
+    state_file.write_text("inactive")
+    for name, text in FAKE_SYSTEMD.items():
+        (bin_dir / name).write_text(text.format(calls=calls, state=state_file, started=started))
+    (bin_dir / "gcloud").write_text(f'#!/bin/sh\necho "{SECRET}"\n')
+    for exe in bin_dir.iterdir():
+        exe.chmod(0o755)
+    unit_dir = tmp_path / "etc-systemd"
+    unit_dir.mkdir()
+    return bin_dir, unit_dir, calls
+
+
+def systemd_worker(root: Path, bin_dir: Path, unit_dir: Path, *args: str):
+    env = {k: v for k, v in os.environ.items() if k != "GAUNTLET_HOTKEY_SECRET"}
+    env.update(PATH=f"{bin_dir}{os.pathsep}{env['PATH']}", GAUNTLET_SYSTEMD_DIR=str(unit_dir))
+    return subprocess.run(
+        ["bash", str(root / "files" / "worker.sh"), *args],
+        capture_output=True, text=True, cwd=root.parent, env=env, timeout=120, check=False,
+    )  # fmt: skip
+
+
+JOB_ECHO = "import os, sys; print('secret-length', len(os.environ['GAUNTLET_HOTKEY_SECRET']), sys.argv[1:])"
+
+
+def test_worker_systemd_job_installs_the_template_with_a_drop_in_and_execs_with_the_secret(
+    worker_root: Path, tmp_path: Path
+) -> None:
+    bin_dir, unit_dir, calls = fake_systemd(tmp_path, "active")
+    shutil.copy(REPO / "deploy" / "gauntlet@.service", worker_root / "files")
+    started = systemd_worker(
+        worker_root, bin_dir, unit_dir, "start", "--job", "validate-v1", "--systemd",
+        "--secret", "hk", "--env", "EXTRA=1", "--", sys.executable, "-c", JOB_ECHO, "--hotkey", "v1",
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    assert "started job validate-v1 (systemd unit gauntlet@validate-v1.service, pid 4242)" in (
+        started.stdout
+    )
+    unit = "gauntlet@validate-v1.service"
+    assert calls.read_text().splitlines() == [
+        "systemctl is-active " + unit,
+        "systemctl daemon-reload",
+        "systemctl enable --now " + unit,
+        "systemctl is-active " + unit,
+        "systemctl show -p MainPID --value " + unit,
+    ]
+    template = (unit_dir / "gauntlet@.service").read_text()
+    assert "RestartPreventExitStatus=78" in template and "Restart=on-failure" in template
+    drop_in = (unit_dir / f"{unit}.d" / "tpu-worker.conf").read_text()
+    lines = drop_in.splitlines()
+    assert lines[lines.index("[Service]") + 1 :] == [
+        f"User={os.environ.get('USER') or subprocess.check_output(['id', '-un'], text=True).strip()}",
+        f"WorkingDirectory={worker_root}",
+        "EnvironmentFile=",
+        "ExecStart=",
+        f"ExecStart=/bin/bash {worker_root}/files/worker.sh exec --job validate-v1",
+    ]
+    analyze = shutil.which("systemd-analyze")
+    if analyze is not None:
+        # systemd's own parser on the template with the drop-in: every key known (but the
+        # back-off steps of systemd >= 254), ExecStart runnable.
+        verify = subprocess.run(
+            [analyze, "verify", unit], capture_output=True, text=True, timeout=60, check=False,
+            env={**os.environ, "SYSTEMD_UNIT_PATH": f"{unit_dir}:"},
+        )  # fmt: skip
+        assert verify.returncode == 0, verify.stderr
+        unknown = [ln for ln in verify.stderr.splitlines() if "Unknown key" in ln]
+        assert all("'RestartSteps'" in ln or "'RestartMaxDelaySec'" in ln for ln in unknown)
+    spec = (worker_root / "jobs" / "validate-v1.argv").read_bytes()
+    assert spec.split(b"\0")[:7] == [
+        b"--env", f"PATH={bin_dir}{os.pathsep}{os.environ['PATH']}".encode(),
+        b"--secret", b"hk", b"--env", b"EXTRA=1", b"--",
+    ]  # fmt: skip
+    for text in (spec.decode(), drop_in, started.stdout + started.stderr):
+        assert SECRET not in text
+
+    # What systemd runs at every start, in systemd's bare environment (the launch's PATH comes
+    # from the spec): the secret is read then, into the environment only.
+    exec_start = shlex.split(lines[-1].split("=", 1)[1])
+    ran = subprocess.run(
+        exec_start, capture_output=True, text=True, cwd=worker_root, timeout=60, check=False,
+        env={"PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    assert f"secret-length {len(SECRET)} ['--hotkey', 'v1']" in ran.stdout
+    assert "start on" in ran.stdout and SECRET not in ran.stdout
+
+    refused = systemd_worker(worker_root, bin_dir, unit_dir, "start", "--job", "validate-v1",
+                             "--systemd", "--", "true")  # fmt: skip
+    assert refused.returncode == 2 and "already runs (gauntlet@validate-v1.service is active)" in (
+        refused.stderr
+    )
+    plain = systemd_worker(worker_root, bin_dir, unit_dir, "start", "--job", "validate-v1",
+                           "--", "true")  # fmt: skip
+    assert plain.returncode == 2 and "runs under systemd" in plain.stderr
+
+    status = systemd_worker(worker_root, bin_dir, unit_dir, "status")
+    assert f"validate-v1 running (systemd unit {unit}: active, pid 4242, restarts 3)" in (
+        status.stdout
+    )
+    logs = systemd_worker(worker_root, bin_dir, unit_dir, "logs", "--lines", "5")
+    assert logs.returncode == 0 and "] a journal line" in logs.stdout
+    assert f"journalctl -u {unit} -n 5 --no-pager -o short-iso" in calls.read_text()
+
+    calls.write_text("")
+    stopped = systemd_worker(worker_root, bin_dir, unit_dir, "stop")
+    assert stopped.returncode == 0, stopped.stderr
+    assert f"job validate-v1 (systemd unit {unit}) stopped" in stopped.stdout
+    assert calls.read_text().splitlines() == [
+        "systemctl disable --now " + unit, "systemctl daemon-reload",
+    ]  # fmt: skip
+    assert not (unit_dir / f"{unit}.d").exists()
+    assert not (worker_root / "jobs" / "validate-v1.argv").exists()
+    assert "no jobs" in systemd_worker(worker_root, bin_dir, unit_dir, "status").stdout
+
+
+def test_worker_systemd_failures(worker_root: Path, tmp_path: Path) -> None:
+    bin_dir, unit_dir, calls = fake_systemd(tmp_path, "failed")
+    shutil.copy(REPO / "deploy" / "gauntlet@.service", worker_root / "files")
+    # A unit that does not stay up is removed again, with its journal shown.
+    down = systemd_worker(worker_root, bin_dir, unit_dir, "start", "--job", "j", "--systemd",
+                          "--", "false")  # fmt: skip
+    assert down.returncode == 2 and "did not stay up (gauntlet@j.service was failed)" in down.stderr
+    assert "a journal line" in down.stderr
+    assert "systemctl disable --now gauntlet@j.service" in calls.read_text()
+    assert not (worker_root / "jobs" / "j.argv").exists()
+    assert not (unit_dir / "gauntlet@j.service.d").exists()
+
+    # At a restart: no spec = nothing to run (78, not restarted); an unreadable secret is
+    # transient (75, restarted with back-off).
+    gone = systemd_worker(worker_root, bin_dir, unit_dir, "exec", "--job", "j")
+    assert gone.returncode == 78 and "no " in gone.stderr and "j.argv" in gone.stderr
+    (worker_root / "jobs" / "j.argv").write_bytes(b"--secret\0hk\0--\0true\0")
+    (bin_dir / "gcloud").write_text("#!/bin/sh\necho 'UNAVAILABLE' >&2\nexit 1\n")
+    denied = systemd_worker(worker_root, bin_dir, unit_dir, "exec", "--job", "j")
+    assert denied.returncode == 75 and "cannot read secret 'hk'" in denied.stderr
+    # At launch the same failure stops it before anything is installed.
+    (worker_root / "jobs" / "j.argv").unlink()
+    calls.write_text("")
+    refused = systemd_worker(worker_root, bin_dir, unit_dir, "start", "--job", "j", "--systemd",
+                             "--secret", "hk", "--", "true")  # fmt: skip
+    assert refused.returncode == 2 and "secretAccessor" in refused.stderr
+    assert calls.read_text() == "" and not (unit_dir / "gauntlet@j.service.d").exists()
+    assert not (worker_root / "jobs" / "j.argv").exists()
+
+
 @pytest.mark.parametrize(
     ("script", "args", "workers"),
     [
@@ -593,7 +814,9 @@ def test_every_worker_is_reached_and_stopped(tmp_path: Path) -> None:
     pidfiles = [home / "gauntlet" / "jobs" / "mine-m1.pid" for home in homes]
     common = ("--name", "pod")
     try:
-        launched = run_script("launch.sh", *common, *REQUIRED["launch.sh"], bin_dir=bin_dir)
+        launched = run_script(
+            "launch.sh", *common, *REQUIRED["launch.sh"], "--no-systemd", bin_dir=bin_dir
+        )
         assert launched.returncode == 0, launched.stderr
         pids = [int(pidfile.read_text().split()[0]) for pidfile in pidfiles]
         assert len(set(pids)) == 2 and all(map(pid_alive, pids))

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Starts the validator or the miner on every worker of a TPU VM or pod slice, in the background.
+# Starts the validator or the miner on every worker of a TPU VM or pod slice, under systemd.
 set -euo pipefail
 # shellcheck source=tpu_scripts/common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -14,8 +14,13 @@ Usage: $SCRIPT_NAME --role validate|mine --hotkey NAME [flags]
 Copies the config to every worker of NAME and starts
   python -m gauntlet_jax.<role> --config CONFIG --hotkey NAME --set ...
 on all of them at once (JAX multi-host: every worker runs the same command and
-jax.distributed.initialize finds the pod by itself), detached from ssh with setsid/nohup.
-Each worker logs to ~/$REMOTE_DIR/logs/JOB.log on its own disk (see logs.sh).
+jax.distributed.initialize finds the pod by itself) as the systemd unit gauntlet@JOB
+(deploy/gauntlet@.service): restarted with back-off after a crash or transient fault
+(exit 78, a config to fix, is not restarted) and started again after a reboot or
+maintenance. Its output goes to each worker's journal (see logs.sh).
+
+  --no-systemd        start it detached with setsid instead: never restarted; output to
+                      ~/$REMOTE_DIR/logs/JOB.log (for a VM without passwordless sudo)
 
   --role R            validate or mine (required)
   --hotkey NAME       the hotkey name this node runs as (required)
@@ -84,6 +89,7 @@ accept_flags value --role ROLE --hotkey HOTKEY --config CONFIG=1b2 --job JOB \
 	--key-secret-project KEY_SECRET_PROJECT --key-file KEY_FILE --key-env KEY_ENV=GAUNTLET_HOTKEY_SECRET
 accept_flags call --bucket take_override --checkpoint-dir take_override --chain-url take_override \
 	--netuid take_override --shards take_override --set take_override --env take_env
+accept_flags switch --no-systemd NO_SYSTEMD
 accept_worker_flags
 parse_flags "$@"
 
@@ -119,6 +125,12 @@ fi
 config_name=$(basename "$config_path")
 
 start=(start --job "$JOB")
+copy=("$config_path")
+if [[ $NO_SYSTEMD == 0 ]]; then
+	start+=(--systemd)
+	# The unit's template: its restart policy is the GPU servers' too.
+	copy+=("$REPO_ROOT/deploy/gauntlet@.service")
+fi
 if [[ -n $KEY_SECRET ]]; then
 	start+=(--secret "$KEY_SECRET" --secret-version "$KEY_SECRET_VERSION" --secret-env "$KEY_ENV")
 	if [[ -n ${KEY_SECRET_PROJECT:-$PROJECT} ]]; then
@@ -138,5 +150,5 @@ for override in ${OVERRIDES[@]+"${OVERRIDES[@]}"}; do
 	start+=(--set "$override")
 done
 
-copy_to_workers "$config_path"
+copy_to_workers "${copy[@]}"
 worker_sh all "${start[@]}"

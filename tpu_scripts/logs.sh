@@ -9,14 +9,15 @@ usage() {
 Usage: $SCRIPT_NAME [flags]
 
 Prints the last lines of the job logs on a worker (each line prefixed with the worker's
-hostname), or follows them.
+hostname), or follows them: the journal of a systemd job (journalctl -u gauntlet@JOB), the
+file ~/$REMOTE_DIR/logs/JOB.log of a --no-systemd one.
 
   --worker W          worker index, range (1-3), list (0,2) or all (default: $WORKER; in a
                       multi-host job process 0 does the chain and bucket work)
   --job NAME          one job's log (default: every log on the worker)
   --lines N           how many lines (default: $LINES)
   -f, --follow        keep printing new lines (Ctrl-C to stop)
-  --status            list the jobs and whether they run, instead of logs
+  --status            list the jobs and whether they run (systemd: state, restarts)
   --remote-dir DIR    directory under the workers' home (default: $REMOTE_DIR)
   --internal-ip       ssh to internal IPs (from a VM in the same VPC)
 

@@ -8,12 +8,14 @@ usage() {
 	cat <<EOF2
 Usage: $SCRIPT_NAME [flags]
 
-On every worker of NAME at once: sends SIGTERM to the job's whole process group, waits up to
-the grace time, then SIGKILL. A multi-host JAX job must stop on all workers together (one
-worker alone leaves the others blocked in a collective), so there is no per-worker stop.
+On every worker of NAME at once: stops a systemd job's unit gauntlet@JOB and removes it (so it
+does not come back at boot; systemd waits the unit's TimeoutStopSec, 180 s, then SIGKILL); a
+--no-systemd job's whole process group gets SIGTERM, then SIGKILL after the grace time. A
+multi-host JAX job must stop on all workers together (one worker alone leaves the others
+blocked in a collective), so there is no per-worker stop.
 
   --job NAME          the job to stop (default: every job started by launch.sh)
-  --grace SECONDS     wait before SIGKILL (default: $GRACE)
+  --grace SECONDS     wait before SIGKILL, --no-systemd jobs (default: $GRACE)
   --remote-dir DIR    directory under the workers' home (default: $REMOTE_DIR)
   --internal-ip       ssh to internal IPs (from a VM in the same VPC)
 
