@@ -56,9 +56,10 @@ from gauntlet_jax.sim.network import SimNetwork, build_network, sim_config
 
 DEFAULT_PEERS = 20
 # Each peer's gradient gets Gaussian noise of this many × each tensor's RMS before its momentum
-# step: at a fresh θ every page's gradient points the same way, so the peers' top-k indices would
-# overlap past `overlap_threshold` and the overlap check would exclude most of them from scoring
-# (the record's `overlap_slashed` shows it). A live network's error feedback decorrelates them.
+# step: at a fresh θ, from zero momentum, the peers' top-k indices overlap past
+# `overlap_threshold` (on a 1-layer tiny model the overlap check excluded 14 of 16 peers from
+# scoring without it), which would time a window that scores almost nobody. The record's
+# `overlap_slashed` shows what the check did.
 DEFAULT_PEER_NOISE = 1.0
 # JAX's event for one XLA compilation (jax._src.dispatch.BACKEND_COMPILE_EVENT).
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
