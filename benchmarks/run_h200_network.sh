@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# The network's GPU measurements (issues 15, 18, 21) in two device calls (repository root as cwd):
+# The network's GPU measurements (issues 15, 18, 21) in a few device calls (repository root as cwd):
 #   bash benchmarks/run_h200_network.sh exact    # CPU vs GPU bits at 1b2, the aggregate's speed
 #   bash benchmarks/run_h200_network.sh score    # scoring rate now vs OLD (PYTHONPATH tree), screen
 #   bash benchmarks/run_h200_network.sh proof    # 20 windows of crosscheck, then the screen at 1b2
 #   bash benchmarks/run_h200_network.sh miner    # the miner step's copies
+#   bash benchmarks/run_h200_network.sh window   # one whole validator window at 1b2, 20 peers
 # JSON lines go to $OUT/<part>.jsonl, stderr to $OUT/<part>.err; each step has its own limit.
 set -u
-PART=${1:?exact, score or miner}
+PART=${1:?exact, score, proof, miner or window}
 OUT=${OUT:-/tmp/bench_out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.94}
@@ -55,6 +56,11 @@ proof)
   ;;
 miner)
   step 90 "miner copies" "$PY" -m benchmarks.miner_copies --config configs/1b2.yaml --micro-batches 4 --repeats 3
+  ;;
+window)
+  # 20 real miners' payloads (one micro-batch each: the payload's size does not depend on it) and
+  # probes in local buckets; the validator's second window, split by phase (docs/benchmarks.md).
+  step 300 "window 1b2 20 peers" "${BENCH[@]}" window --peers 20 --micro-batches 1
   ;;
 esac
 tail -c 3000 "$ERR"

@@ -133,7 +133,9 @@ def test_score_mesh_puts_candidates_on_the_peers_axis(
     assert (mesh.peers, mesh.data, mesh.fsdp, mesh.tensor) == (peers, data, 1, 1)
 
 
-@pytest.mark.parametrize("flag", ["--repeats=0", "--candidates=0", "--warmup=-1"])
+@pytest.mark.parametrize(
+    "flag", ["--repeats=0", "--candidates=0", "--warmup=-1", "--peer-noise=-1"]
+)
 def test_cli_rejects_nonsense_sizes(flag: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["score", "--config", "tiny", flag])

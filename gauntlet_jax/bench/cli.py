@@ -1,4 +1,5 @@
-"""`python -m gauntlet_jax.bench {score,train,compress,aggregate,all} --config C`: timings as JSON.
+"""`python -m gauntlet_jax.bench {score,train,compress,aggregate,all,window} --config C`: timings
+as JSON.
 
 `python -m gauntlet_jax.bench compile --config C --topology v5e:4x4` compiles the programs for a TPU
 topology on this host instead and prints their memory and FLOPs (`gauntlet_jax.bench.tpu_compile`).
@@ -26,11 +27,15 @@ What runs:
              (normalise, merge, IDCT, sign, apply); then the same with simulated arrivals, each
              payload decoded on worker threads into a preallocated stack as it arrives
              (`after_last_arrival_s`: what follows the last arrival).
+  window     one whole validator window (`Validator.process_window`) over a local chain and
+             buckets holding `--peers` real miners' payloads and probes, the validator's own
+             split of it (`gauntlet_jax.bench.window`); not part of `all`.
 
 Devices: every local device joins one mesh. `score` puts the candidate axis on the mesh's `peers`
 axis (the rest on `data`); the others use the configured mesh (batch over data/fsdp). Only jax,
 flax, optax, numpy, pyyaml and safetensors are imported: no storage, chain or tokenizer modules,
 so the benchmark runs on a bare accelerator image. Token batches are synthetic (uniform ids).
+`window` is the exception: it runs the whole node (chain, storage, the configured corpus).
 """
 
 from __future__ import annotations
@@ -50,6 +55,15 @@ from gauntlet_jax.cli import run_guarded
 from gauntlet_jax.config import Config, add_config_args, config_from_args
 
 KINDS = ("score", "train", "compress", "aggregate")
+# Not in `all`: the whole node, on the configured corpus.
+WHOLE_NODE_KINDS = ("window",)
+
+
+def _bench_window(cfg: Config, opts: Options, machine: Machine) -> Measured:
+    # Lazily: the chain, storage and tokenizer modules the other benches do without.
+    from gauntlet_jax.bench.window import bench_window
+
+    return bench_window(cfg, opts, machine)
 
 
 BENCHES: dict[str, Callable[[Config, Options, Machine], Measured]] = {
@@ -57,6 +71,7 @@ BENCHES: dict[str, Callable[[Config, Options, Machine], Measured]] = {
     "train": bench_train,
     "compress": bench_compress,
     "aggregate": bench_aggregate,
+    "window": _bench_window,
 }
 
 
@@ -87,20 +102,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("kind", choices=(*KINDS, "all"), help="or `compile` (see above)")
+    parser.add_argument(
+        "kind", choices=(*KINDS, "all", *WHOLE_NODE_KINDS), help="or `compile` (see above)"
+    )
     add_config_args(parser)
     defaults = Options()
     parser.add_argument("--candidates", type=int, default=None, help="score: K candidates")
     parser.add_argument("--chunk", type=int, default=None, help="score: candidates per vmap")
     parser.add_argument("--own-batches", type=int, default=defaults.own_batches)
     parser.add_argument("--random-batches", type=int, default=defaults.random_batches)
-    parser.add_argument("--micro-batches", type=int, default=defaults.micro_batches)
-    parser.add_argument("--peers", type=int, default=None, help="aggregate: payloads merged")
+    parser.add_argument(
+        "--micro-batches",
+        type=int,
+        default=defaults.micro_batches,
+        help="train: micro-batches accumulated; window: each peer's micro-batches",
+    )
+    parser.add_argument(
+        "--peers",
+        type=int,
+        default=None,
+        help="aggregate: payloads merged; window: miners in the bucket (default 20)",
+    )
     parser.add_argument(
         "--arrival-s",
         type=float,
         default=None,
         help="aggregate: seconds between simulated arrivals (default: one serial decode)",
+    )
+    parser.add_argument(
+        "--peer-noise",
+        type=float,
+        default=None,
+        help="window: Gaussian noise on each peer's gradient, × each tensor's RMS (default 1; "
+        "0 = the miners' payloads as they are)",
     )
     parser.add_argument("--warmup", type=int, default=defaults.warmup)
     parser.add_argument("--repeats", type=int, default=defaults.repeats)
@@ -122,8 +156,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
     if args.warmup < 0:
         parser.error("--warmup must be >= 0")
-    if args.arrival_s is not None and args.arrival_s < 0:
-        parser.error("--arrival-s must be >= 0")
+    for name in ("arrival_s", "peer_noise"):
+        value = getattr(args, name)
+        if value is not None and value < 0:
+            parser.error(f"--{name.replace('_', '-')} must be >= 0")
     opts = Options(
         candidates=args.candidates,
         chunk=args.chunk,
@@ -132,6 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         micro_batches=args.micro_batches,
         peers=args.peers,
         arrival_s=args.arrival_s,
+        peer_noise=args.peer_noise,
         warmup=args.warmup,
         repeats=args.repeats,
         peak_size=args.peak_size,

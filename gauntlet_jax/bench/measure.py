@@ -43,8 +43,9 @@ class Options:
     own_batches: int = OWN_BATCHES
     random_batches: int = RANDOM_BATCHES
     micro_batches: int = 4
-    peers: int | None = None  # aggregate; default: protocol.gather_peers
+    peers: int | None = None  # aggregate (default: protocol.gather_peers); window (default 20)
     arrival_s: float | None = None  # aggregate: seconds between arrivals; default: serial decode
+    peer_noise: float | None = None  # window: noise on each peer's gradient; default: the bench's
     warmup: int = 1
     repeats: int = 5
     peak_size: int | None = None

@@ -34,6 +34,7 @@ from gauntlet_jax.errors import (
     StorageError,
 )
 from gauntlet_jax.node import multihost
+from gauntlet_jax.node.phases import PhaseTimer
 from gauntlet_jax.protocol import announcements, names
 from gauntlet_jax.protocol.schedule import first_block_of_window, put_window_status
 from gauntlet_jax.storage.base import Bucket, ObjectInfo, open_bucket
@@ -246,11 +247,14 @@ class Network:
         plan: CompressionPlan,
         deadline: float,
         stack: PayloadStack | None = None,
+        timer: PhaseTimer | None = None,
     ) -> dict[int, Fetched]:
         """The payloads of `uids` for `window`, judged, in `uids` order. Bytes are fetched in
         order on this thread; each is decoded on a worker as soon as it is in, written straight
         into row i of `stack` (uids[i]'s row) when one is given, so the outer step that follows
-        finds the gather set stacked already (`Replica.gather_signs(…, stack)`)."""
+        finds the gather set stacked already (`Replica.gather_signs(…, stack)`). `timer` laps
+        "fetch" once the last bytes are in and "decode" once every decode is done (the decoding
+        that did not overlap the fetching)."""
         cap = self.payload_cap(plan)
         stack = PayloadStack(plan, 0) if stack is None else stack
         raws: list[Fetched] = []
@@ -264,10 +268,14 @@ class Network:
                 raws.append(raw)
                 ok = raw.status == "ok"
                 pending.append(decoder.submit(row, uid, window, raw.value) if ok else None)
+            if timer is not None:
+                timer.lap("fetch")
             judged = [
                 raw if future is None else _decoded(raw, future.result())
                 for raw, future in zip(raws, pending, strict=True)
             ]
+        if timer is not None:
+            timer.lap("decode")
         return {f.uid: f for f in judged}
 
     def last_upload_windows(self, uids: Sequence[int], window: int, span: int) -> dict[int, int]:

@@ -32,9 +32,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-import time
 from pathlib import Path
 
+import jax
 import numpy as np
 from rich.console import Console
 
@@ -47,6 +47,7 @@ from gauntlet_jax.node.metrics import (
     peer_line,
     render_window_table,
 )
+from gauntlet_jax.node.phases import PhaseTimer
 from gauntlet_jax.node.replica import Replica, node_placement
 from gauntlet_jax.node.stack import StackWarnings
 from gauntlet_jax.node.startup import (
@@ -153,7 +154,8 @@ class Validator:
 
     def process_window(self, window: int) -> WindowOutcome:
         assert self.replica is not None and self.replica.next_window == window
-        t0 = time.time()
+        # The window's split (`WindowOutcome.phases`, the metrics' `seconds_<phase>`).
+        timer = PhaseTimer()
         node, vcfg, replica = self.node, self.vcfg, self.replica
         net = node.network
         net.refresh()
@@ -167,9 +169,13 @@ class Validator:
         ledger.peers, reset = checks.apply_inactivity(ledger.peers, active, window, vcfg)
         for uid in reset:
             ledger.flag(uid, "inactive_reset")
+        timer.lap("listing")
 
-        # 2. Fast checks on the gather set.
-        found = fast_checks(window, gather, active, replica, net, ledger, self.cfg, self.stacks)
+        # 2. Fast checks on the gather set (the gather set's fetch and decode are lapped inside).
+        found = fast_checks(
+            window, gather, active, replica, net, ledger, self.cfg, self.stacks, timer
+        )
+        timer.lap("fast_checks")
 
         # 3. The screen of every active peer, exact loss deltas of as many as the budget
         # holds, and their ratings.
@@ -190,6 +196,7 @@ class Validator:
         )
         evaluated = rate_scored(exact.scores, ledger, self.state.evaluated_uids, vcfg)
         peers = ledger.peers
+        timer.lap("scoring")
 
         # 4. Weights and the next gather set.
         finals = {u: peers[u].final for u in evaluated if u in peers}
@@ -200,12 +207,16 @@ class Validator:
         schedule = dict(self.state.gather_schedule)
         if weights.is_gather_refresh_window(window, self.cfg):
             publish_gather_set(node, self.cfg, window, w, active, peers, schedule)
+        timer.lap("weights")
 
         # 5. The shared outer step, its aggregate, and the state.
         signs, mask = replica.apply_gathered(
             window, [found.fetched[u] for u in gather], found.stack
         )
         publish_aggregate(node, self.cfg, window, signs, replica)
+        # θ_{w+1} is dispatched, not done: wait, so its device time is the outer step's.
+        jax.block_until_ready(replica.params)
+        timer.lap("outer_step")
         self.state = dataclasses.replace(
             self.state,
             peers=peers,
@@ -222,8 +233,9 @@ class Validator:
         )
         for record in records:
             self.metrics.log_peer(record)
+        timer.lap("state_metrics")
         outcome = WindowOutcome(
-            window, chosen, w, posted, int(mask.sum()), time.time() - t0, records
+            window, chosen, w, posted, int(mask.sum()), timer.total(), records, timer.seconds
         )
         self.pace.record_other(outcome.seconds - exact.seconds)
         self.metrics.log_window(
@@ -239,6 +251,7 @@ class Validator:
                 "posted_weights": posted,
                 "seconds": outcome.seconds,
                 "lr": replica.lr(window),
+                **{f"seconds_{phase}": s for phase, s in timer.seconds.items()},
             },
         )
         self.metrics.end_window(window)

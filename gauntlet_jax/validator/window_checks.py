@@ -16,6 +16,7 @@ from gauntlet_jax.compress.codec import PayloadStack, stack_payloads
 from gauntlet_jax.compress.plan import CompressionPlan
 from gauntlet_jax.config import Config, ValidatorConfig
 from gauntlet_jax.node.network import Fetched, Network
+from gauntlet_jax.node.phases import PhaseTimer
 from gauntlet_jax.node.replica import Replica
 from gauntlet_jax.node.stack import StackWarnings
 from gauntlet_jax.protocol import names
@@ -48,12 +49,16 @@ def fast_checks(
     ledger: WindowLedger,
     cfg: Config,
     stacks: StackWarnings | None = None,
+    timer: PhaseTimer | None = None,
 ) -> FastChecks:
     """Runs the window's fast checks, recording statuses and slashes in `ledger`; `stacks`
-    warns about peers that publish another software stack."""
+    warns about peers that publish another software stack; `timer` gets the gather set's fetch
+    and decode phases (`Network.fetch_payloads`)."""
     vcfg = cfg.validator
     stack = replica.new_stack()
-    fetched = network.fetch_payloads(gather, window, replica.plan, deadline=0.0, stack=stack)
+    fetched = network.fetch_payloads(
+        gather, window, replica.plan, deadline=0.0, stack=stack, timer=timer
+    )
     for uid, f in fetched.items():
         ledger.note(uid, "payload", f.status)
         if f.status != "ok":

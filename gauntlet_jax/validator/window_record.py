@@ -61,6 +61,9 @@ class WindowOutcome:
     gathered: int
     seconds: float
     records: list[PeerWindowRecord]
+    # Seconds per phase (listing, fetch, decode, fast_checks, scoring, weights, outer_step,
+    # state_metrics); they add up to `seconds`.
+    phases: dict[str, float] = field(default_factory=dict)
 
 
 def peer_window_records(
