@@ -26,7 +26,7 @@ from gauntlet_jax.config import Config
 from gauntlet_jax.errors import ChainError, PreconditionFailed, StorageError, is_permanent
 from gauntlet_jax.node.startup import Node
 from gauntlet_jax.protocol import announcements, names, outer
-from gauntlet_jax.validator import overlap, weights
+from gauntlet_jax.validator import ladder, overlap, weights
 from gauntlet_jax.validator.state import PeerRecord
 
 log = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ def publish_gather_set(
     `schedule` gains the set once it is published."""
     if not is_lead(node):
         return
-    excluded = overlap.excluded_uids(peers, window)
+    excluded = overlap.excluded_uids(peers, window) | ladder.negative_excluded(peers, cfg.validator)
     chosen = weights.gather_set(w, active, cfg.protocol.gather_peers, excluded)
     if not chosen:
         return  # nobody active: keep the set in force rather than announce an empty one
