@@ -11,12 +11,14 @@ import pytest
 from gauntlet_jax.config import ValidatorConfig
 from gauntlet_jax.errors import StateError
 from gauntlet_jax.validator import checks, ladder
+from gauntlet_jax.validator.evaluation import rate_scored
 from gauntlet_jax.validator.state import (
     PeerRecord,
     ValidatorState,
     state_from_json,
     state_to_json,
 )
+from gauntlet_jax.validator.window_record import WindowLedger
 
 OFF = ValidatorConfig()
 ON = dataclasses.replace(OFF, escalating_slash=True, negative_evaluation=True)
@@ -124,3 +126,14 @@ def test_the_state_file_keeps_the_history_and_reads_a_version_1_file() -> None:
     bad["peers"]["7"]["eval_history"] = [2]
     with pytest.raises(StateError, match="flags must be 0 or 1"):
         state_from_json(bad)
+
+
+def test_rating_a_window_tracks_negative_evaluations_when_on() -> None:
+    scores = {1: 0.5, 2: 0.4, 3: 0.3, 4: 0.2, 5: 0.1, 7: -0.1}
+    saved = {u: PeerRecord(uid=u) for u in scores}
+    saved[7] = PeerRecord(uid=7, eval_history=(1, 1, 1, 1, 0, 0, 0), negative_streak=2)
+    for cfg, expect_streak in ((OFF, 2), (ON, 3)):
+        ledger = WindowLedger.open(saved, list(scores))
+        rate_scored(scores, ledger, (), cfg)
+        assert ledger.peers[7].rated and ledger.peers[7].negative_streak == expect_streak
+        assert ("negative" in ledger.slashes[7]) == (cfg is ON)
