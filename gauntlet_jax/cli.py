@@ -7,6 +7,7 @@ restarting forever while a transient fault is retried with back-off:
   78  EX_CONFIG: the operator must fix something (config, key, registration, a missing extra,
       corrupt state): restarting cannot help
   75  EX_TEMPFAIL: the chain, a bucket or the network failed; the same command may work later
+Which kinds are which: `errors.PERMANENT_ERRORS` (the validator's window loop survives the rest).
 """
 
 from __future__ import annotations
@@ -16,39 +17,18 @@ import sys
 from collections.abc import Callable
 from typing import TextIO
 
-from gauntlet_jax.errors import (
-    ConfigError,
-    DataError,
-    GauntletError,
-    MissingExtra,
-    RegistrationError,
-    StateError,
-    VersionMismatch,
-)
+from gauntlet_jax.errors import ConfigError, GauntletError, is_permanent
 
 EX_OK = 0
 EX_TEMPFAIL = 75
 EX_CONFIG = 78
-
-# Faults no retry can fix (the chain's own kinds subclass these: a bad hotkey secret and "not
-# registered" are RegistrationErrors, a rejected weights version key a VersionMismatch). Every
-# other GauntletError (storage, chain connection, a missing aggregate, a checkpoint that could
-# not be written …) is transient.
-PERMANENT_ERRORS: tuple[type[GauntletError], ...] = (
-    ConfigError,
-    DataError,
-    StateError,
-    RegistrationError,
-    VersionMismatch,
-    MissingExtra,
-)
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def exit_code(error: GauntletError) -> int:
     """EX_CONFIG for a fault the operator must fix, EX_TEMPFAIL for one worth retrying."""
-    return EX_CONFIG if isinstance(error, PERMANENT_ERRORS) else EX_TEMPFAIL
+    return EX_CONFIG if is_permanent(error) else EX_TEMPFAIL
 
 
 def setup_logging(level: str, stream: TextIO | None = None) -> None:

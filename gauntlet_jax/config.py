@@ -219,6 +219,27 @@ class ValidatorConfig:
     overlap_reset_at: float = 0.5
     overlap_exclude_at: float = 0.6
     overlap_exclude_windows: int = 200
+    # The escalating slash of Templar's last releases (GAUNTLET.md §10.2; validator/ladder.py),
+    # off by default: the paper's flat slash_factor is what the simulations and their bars pin.
+    # On: a gather peer's n-th consecutive payload fault (missing, early, late, invalid) cuts
+    # final and BMA by slash_ladder[min(n, len) − 1]; more than slash_mega_fraction of its last
+    # slash_history gather windows faulty resets it and keeps it out for slash_exclude_windows.
+    escalating_slash: bool = False
+    slash_ladder: tuple[float, ...] = (0.75, 0.5, 0.0)
+    slash_history: int = 8
+    slash_mega_fraction: float = 0.5
+    slash_exclude_windows: int = 200
+    # Negative-evaluation tracking (Templar one-covenant; off by default for the same reason).
+    # On: more than negative_fraction of a peer's last negative_history evaluations with a
+    # negative LossScore cut its final by negative_slash_factor; negative_exclude_after
+    # consecutive negative evaluations keep it out of the gather set until a non-negative one.
+    # Neither counts in a window whose negative_skip_rank-th best score is itself negative.
+    negative_evaluation: bool = False
+    negative_history: int = 8
+    negative_fraction: float = 0.5
+    negative_slash_factor: float = 0.25
+    negative_exclude_after: int = 3
+    negative_skip_rank: int = 5
     seed: int = 0
 
 

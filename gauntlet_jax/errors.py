@@ -108,3 +108,23 @@ class MalformedJson(GauntletError):
     """A JSON document from outside is too large, too deeply nested, not UTF-8 JSON, repeats a
     key, or has a field of the wrong type (`true` is not an integer). Each boundary re-raises it
     as its own error (a peer's InvalidPayload, a corpus's DataError …)."""
+
+
+# Faults no retry can fix: the operator must act (the chain's own kinds subclass these: a bad
+# hotkey secret and "not registered" are RegistrationErrors, a rejected weights version key a
+# VersionMismatch, a corrupt local chain file a StateError). Every other GauntletError (storage,
+# a chain connection or a busy chain file, a missing aggregate …) is transient.
+PERMANENT_ERRORS: tuple[type[GauntletError], ...] = (
+    ConfigError,
+    DataError,
+    StateError,
+    RegistrationError,
+    VersionMismatch,
+    MissingExtra,
+)
+
+
+def is_permanent(error: GauntletError) -> bool:
+    """Whether retrying cannot help (`cli.exit_code`: 78, else 75; the validator's loop survives
+    every other fault and retries)."""
+    return isinstance(error, PERMANENT_ERRORS)

@@ -86,7 +86,7 @@ def test_truncated_file_is_a_typed_error(tmp_path):
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda d: d.update(schema=99), "expected version 1"),
+        (lambda d: d.update(schema=99), "expected version 2 \\(or 1\\)"),
         (lambda d: d.pop("peers"), "missing \\['peers'\\]"),
         (lambda d: d.update(extra=1), "unknown \\['extra'\\]"),
         (lambda d: d["peers"]["3"].update(final="high"), "peers.3.final: expected a number"),

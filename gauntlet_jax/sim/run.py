@@ -224,6 +224,23 @@ class Simulation:
         self.heldout_windows.append(steps)
         self.heldout_losses.append(loss)
 
+    def advance(self, c: int) -> int | None:
+        """The peers' part of chain window c (the timeline above: steps 1–3 and 5, the validator
+        left to the caller): returns the window the validator processes now (step 4), or None
+        while it is still `offset_windows` behind the start."""
+        n, start = self.options.windows, self.start
+        self.net.advance_to(c)
+        done = c - 1
+        if done < start + n:
+            self._timed("upload", self.upload, done)
+            self._timed("outer_step", self.apply, done)
+            self._timed("heldout", self.evaluate_heldout, done)
+        if c < start + n:
+            self._timed("train", self.train, c)
+        self.clock.offset_s = 0.0  # the validator reads at the chain's time
+        v = done - self.offset
+        return v if v >= start else None
+
     # -- the run ------------------------------------------------------------------------------
 
     def run(self, progress_factory: Callable[..., Any] | None = None) -> dict[str, Any]:
@@ -240,18 +257,9 @@ class Simulation:
             bar = progress_factory(total=n + self.offset, desc="windows", unit="win")
         for c in range(start + 1, start + n + self.offset + 1):
             w0 = time.perf_counter()
-            self.net.advance_to(c)
-            done = c - 1
-            if done < start + n:
-                self._timed("upload", self.upload, done)
-                self._timed("outer_step", self.apply, done)
-                self._timed("heldout", self.evaluate_heldout, done)
-            v = done - self.offset
-            if v >= start:
-                self.clock.offset_s = 0.0
+            v = self.advance(c)
+            if v is not None:
                 self.outcomes.append(self._timed("validator", self.net.validator.process_window, v))
-            if c < start + n:
-                self._timed("train", self.train, c)
             self.window_seconds.append(time.perf_counter() - w0)
             if bar is not None:
                 bar.update(1)

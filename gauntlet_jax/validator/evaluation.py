@@ -34,7 +34,7 @@ from gauntlet_jax.model.sharding import to_host
 from gauntlet_jax.node import multihost
 from gauntlet_jax.node.network import Fetched, Network, pad_to
 from gauntlet_jax.node.replica import Replica
-from gauntlet_jax.validator import checks, overlap, rating, weights
+from gauntlet_jax.validator import checks, ladder, overlap, rating, weights
 from gauntlet_jax.validator.budget import ScoringPace, exact_count
 from gauntlet_jax.validator.loss_delta import LossDeltas, pad_batches, score_candidates
 from gauntlet_jax.validator.screen import random_gradient, screen_candidates
@@ -394,8 +394,9 @@ def rate_scored(
     evaluated_before: Collection[int],
     vcfg: ValidatorConfig,
 ) -> set[int]:
-    """Rates the scored peers as one match and refreshes their finals in `ledger`; returns
-    every peer evaluated so far (the ones whose finals count toward the weights)."""
+    """Rates the scored peers as one match, refreshes their finals in `ledger` and tracks
+    negative evaluations (`ladder`, when on); returns every peer evaluated so far (the ones
+    whose finals count toward the weights)."""
     peers = ledger.peers
     ratings = {
         u: rating.Rating(r.mu, r.sigma)
@@ -408,4 +409,8 @@ def rate_scored(
         r = updated[uid]
         peers[uid] = weights.refresh_final(dataclasses.replace(peers[uid], mu=r.mu, sigma=r.sigma))
         evaluated.add(uid)
+    tracked, slashed = ladder.track_negative_evaluations(peers, scores, vcfg)
+    peers.update(tracked)
+    for uid in slashed:
+        ledger.flag(uid, "negative")
     return evaluated

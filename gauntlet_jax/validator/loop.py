@@ -22,6 +22,17 @@ the chain and the buckets and hands every answer to the others (`node.multihost`
 them make the same choices and run the same programs; the leader alone writes the state file,
 the metrics and the console.
 
+Faults (docs/attacks.md, "Faults and what the node does"): a peer's or a bucket's fault is that
+peer's verdict, never the loop's. A transient chain fault (a dropped connection, a timeout, the
+local chain's file locked past the busy timeout, malformed chain data) is one log line: a failed
+metagraph refresh keeps the last-known metagraph (it changes by registrations, which a window
+late is what any node sees between refreshes), and any other failed read of the window (block
+timestamps the put window is judged by, the block number) leaves the window unapplied — state and
+θ untouched, since every chain read of a window comes before its first write — and is retried
+after `CHAIN_RETRY_S`; a window is never skipped, as θ must pass through every outer step. A
+permanent one (`errors.is_permanent`: a corrupt chain file, a deregistered hotkey, a weights
+version key above this node's) ends the loop, and the entry point exits 78.
+
 Each step's work lives in its own module: the fast checks in `window_checks`, evaluation and
 rating in `evaluation`, what goes to the chain and the bucket in `publish`, the window's ledger
 and per-peer records in `window_record`; this module runs them in order.
@@ -40,6 +51,7 @@ from rich.console import Console
 
 from gauntlet_jax.config import Config
 from gauntlet_jax.data.corpus import TokenCorpus
+from gauntlet_jax.errors import ChainError, is_permanent
 from gauntlet_jax.node import multihost
 from gauntlet_jax.node.metrics import (
     MetricsLogger,
@@ -79,6 +91,8 @@ from gauntlet_jax.validator.window_record import WindowLedger, WindowOutcome, pe
 log = logging.getLogger(__name__)
 
 STATE_FILE = "validator_state.json"
+# Seconds before a window whose chain reads failed (or the wait for the chain) is tried again.
+CHAIN_RETRY_S = 5.0
 
 
 class Validator:
@@ -152,13 +166,45 @@ class Validator:
 
     # -- one window ---------------------------------------------------------------------------
 
+    def refresh_metagraph(self, window: int) -> None:
+        """Re-reads the metagraph and commitments; on a transient chain fault the last-known
+        metagraph stays in use for this window (one log line). Permanent faults propagate."""
+        net = self.node.network
+        try:
+            net.refresh()
+        except ChainError as e:
+            if is_permanent(e) or net.metagraph is None:
+                raise
+            log.warning(
+                "window %d: metagraph refresh failed, using block %d's (%s)",
+                window,
+                net.metagraph.block,
+                e,
+            )
+
+    def try_window(self, window: int) -> WindowOutcome | None:
+        """`process_window`, or None when a transient chain fault stopped it before anything of
+        the window was applied (one log line; state, θ and the window counter unchanged, the
+        caller retries the window). Permanent faults propagate."""
+        try:
+            return self.process_window(window)
+        except ChainError as e:
+            if is_permanent(e):
+                raise
+            log.warning("window %d: chain read failed, nothing applied, retrying (%s)", window, e)
+            return None
+
     def process_window(self, window: int) -> WindowOutcome:
+        """Scores `window`, posts weights and applies its outer step. Every chain read that can
+        raise comes before the first write (weights, the gather set, θ, the state; the weight
+        calls and the gather set's block number handle their own faults), so a chain fault
+        raised here leaves the validator as it was (`try_window`)."""
         assert self.replica is not None and self.replica.next_window == window
         # The window's split (`WindowOutcome.phases`, the metrics' `seconds_<phase>`).
         timer = PhaseTimer()
         node, vcfg, replica = self.node, self.vcfg, self.replica
         net = node.network
-        net.refresh()
+        self.refresh_metagraph(window)
         miners = net.miner_uids()
         gather = net.gather_set(window)
         ledger = WindowLedger.open(self.state.peers, miners)
@@ -281,10 +327,20 @@ class Validator:
                 break
             # Process w only once the chain is offset windows past it (GAUNTLET.md §1.2).
             with console.status(f"window {window}: waiting for the chain to move past it…"):
-                if not self.node.wait_for_window(window + self.vcfg.offset_windows + 1, stop):
-                    break
+                try:
+                    if not self.node.wait_for_window(window + self.vcfg.offset_windows + 1, stop):
+                        break
+                except ChainError as e:
+                    if is_permanent(e):
+                        raise
+                    log.warning("window %d: reading the block number failed (%s)", window, e)
+                    stop.wait(CHAIN_RETRY_S)
+                    continue
             with console.status(f"window {window}: scoring…"):
-                outcome = self.process_window(window)
+                outcome = self.try_window(window)
+            if outcome is None:
+                stop.wait(CHAIN_RETRY_S)
+                continue
             if console.is_terminal:
                 console.print(render_window_table(outcome.records))
             else:  # a log file or journal: one line per peer, never cut to a width

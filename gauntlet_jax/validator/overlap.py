@@ -161,7 +161,8 @@ def apply_overlap_slashes(
 
 
 def excluded_uids(peers: Mapping[int, PeerRecord], window: int) -> set[int]:
-    """Peers still serving an overlap exclusion at `window` (neither gathered nor evaluated)."""
+    """Peers still serving an exclusion at `window` (an overlap, or the escalating slash's
+    repeated faults): neither gathered nor evaluated."""
     return {
         uid
         for uid, r in peers.items()

@@ -3,7 +3,9 @@ and, as the lead validator, in its bucket: the run's start window, the next gath
 window's sign aggregate (what catching-up nodes replay).
 
 A write that fails (the chain refusing, a bucket error) is logged and the window goes on: weights
-are retried the next window, a gather set or aggregate already there stays as it is.
+are retried the next window, a gather set or aggregate already there stays as it is. A permanent
+refusal (`errors.is_permanent`: the hotkey deregistered or without a permit, the subnet's weights
+version key above this node's) is raised: no later window can post, and the node exits 78.
 
 Weights go with this node's version key (the package version, `chain.base.NODE_VERSION_KEY`);
 a validator does not start on a subnet whose WeightsVersionKey is higher (`check_version_key`).
@@ -20,12 +22,12 @@ from typing import Any
 from gauntlet_jax.chain.base import NODE_VERSION_KEY
 from gauntlet_jax.chain.errors import NodeVersionTooOld
 from gauntlet_jax.config import Config
-from gauntlet_jax.errors import ChainError, PreconditionFailed, StorageError
+from gauntlet_jax.errors import ChainError, PreconditionFailed, StorageError, is_permanent
 from gauntlet_jax.node.replica import Replica
 from gauntlet_jax.node.startup import Node
 from gauntlet_jax.protocol import announcements, names
 from gauntlet_jax.protocol.catchup import encode_aggregate
-from gauntlet_jax.validator import overlap, weights
+from gauntlet_jax.validator import ladder, overlap, weights
 from gauntlet_jax.validator.state import PeerRecord
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,8 @@ def reveal_commits(node: Node, cfg: Config, window: int) -> None:
     try:
         results = node.chain.reveal_pending(cfg.chain.netuid)
     except ChainError as e:
+        if is_permanent(e):
+            raise
         log.warning("window %d: reveal failed (retried next window): %s", window, e)
         return
     for result in results:
@@ -102,7 +106,9 @@ def post_weights(
             cfg.chain.netuid, uids, [w[u] for u in uids], version_key=NODE_VERSION_KEY
         )
     except ChainError as e:
-        log.warning("window %d: set_weights failed: %s", window, e)
+        if is_permanent(e):
+            raise
+        log.warning("window %d: set_weights failed (retried next window): %s", window, e)
         return False
     log.info(
         "window %d: weights posted (%s) %s",
@@ -127,13 +133,20 @@ def publish_gather_set(
     `schedule` gains the set once it is published."""
     if not is_lead(node):
         return
-    excluded = overlap.excluded_uids(peers, window)
+    excluded = overlap.excluded_uids(peers, window) | ladder.negative_excluded(peers, cfg.validator)
     chosen = weights.gather_set(w, active, cfg.protocol.gather_peers, excluded)
     if not chosen:
         return  # nobody active: keep the set in force rather than announce an empty one
+    try:
+        chain_window = node.current_window()
+    except ChainError as e:
+        if is_permanent(e):
+            raise
+        log.warning("gather set of window %d not published, block number unread (%s)", window, e)
+        return
     effective = max(
         weights.gather_effective_window(window, cfg),
-        node.current_window() + cfg.protocol.peer_effective_lag,
+        chain_window + cfg.protocol.peer_effective_lag,
     )
     body = announcements.encode_peer_list(chosen, window)
     try:

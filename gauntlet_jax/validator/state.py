@@ -27,7 +27,10 @@ from typing import Any
 
 from gauntlet_jax.errors import StateError
 
-SCHEMA_VERSION = 1
+# 2 added the escalating slash's and the negative evaluations' history (validator/ladder.py);
+# a version-1 file is read with those empty.
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 # Every reason a peer's score can be cut; counts per reason are kept on its record.
 SLASH_REASONS: tuple[str, ...] = (
@@ -40,6 +43,8 @@ SLASH_REASONS: tuple[str, ...] = (
     "eval_invalid",  # selected for evaluation and the payload failed validation (final := 0)
     "overlap",  # top-k indices overlap another gather peer's (later uploader)
     "inactive",  # no upload in the last active_windows windows
+    "repeated_faults",  # payload faults in most of the recent gather windows (escalating slash)
+    "negative",  # most recent evaluations negative (negative-evaluation tracking)
 )
 
 LOSS_KEYS: tuple[str, ...] = (
@@ -69,7 +74,14 @@ class PeerRecord:
     inactive_since: int | None = None
     eval_count: int = 0
     last_eval_window: int | None = None
-    excluded_until: int | None = None  # gather-set exclusion (overlap), exclusive bound
+    excluded_until: int | None = None  # gather and evaluation exclusion, exclusive bound
+    # Escalating slash and negative evaluations (ladder.py; stay empty while those are off):
+    # consecutive gather windows with a payload fault and the last ones (1 = fault), the
+    # consecutive negative evaluations and the last ones (1 = negative LossScore).
+    fault_streak: int = 0
+    fault_history: tuple[int, ...] = ()
+    negative_streak: int = 0
+    eval_history: tuple[int, ...] = ()
     slash_counts: Mapping[str, int] = field(default_factory=dict)
     last_losses: Mapping[str, float] = field(default_factory=dict)
 
@@ -128,6 +140,10 @@ def _record_to_json(r: PeerRecord) -> dict[str, Any]:
         "eval_count": r.eval_count,
         "last_eval_window": r.last_eval_window,
         "excluded_until": r.excluded_until,
+        "fault_streak": r.fault_streak,
+        "fault_history": list(r.fault_history),
+        "negative_streak": r.negative_streak,
+        "eval_history": list(r.eval_history),
         "slash_counts": dict(sorted(r.slash_counts.items())),
         "last_losses": dict(sorted(r.last_losses.items())),
     }
@@ -194,11 +210,22 @@ class _Reader:
 
 
 _RECORD_KEYS = tuple(_record_to_json(PeerRecord(uid=0)))
+_LADDER_KEYS = ("fault_streak", "fault_history", "negative_streak", "eval_history")
+_RECORD_KEYS_V1 = tuple(k for k in _RECORD_KEYS if k not in _LADDER_KEYS)
 _STATE_KEYS = tuple(state_to_json(fresh_state(0)))
 
 
-def _record_from_json(rd: _Reader, value: Any, where: str) -> PeerRecord:
-    d = rd.obj(value, where, _RECORD_KEYS)
+def _flags(rd: _Reader, value: Any, where: str) -> tuple[int, ...]:
+    if not isinstance(value, list):
+        raise rd.fail(where, "expected a list of 0/1 flags")
+    out = tuple(rd.int_(v, f"{where}[{i}]", minimum=0) for i, v in enumerate(value))
+    if any(v > 1 for v in out):
+        raise rd.fail(where, "flags must be 0 or 1")
+    return out
+
+
+def _record_from_json(rd: _Reader, value: Any, where: str, version: int) -> PeerRecord:
+    d = rd.obj(value, where, _RECORD_KEYS if version >= 2 else _RECORD_KEYS_V1)
     mu = rd.opt_float(d["mu"], f"{where}.mu")
     sigma = rd.opt_float(d["sigma"], f"{where}.sigma")
     if (mu is None) != (sigma is None):
@@ -230,6 +257,10 @@ def _record_from_json(rd: _Reader, value: Any, where: str) -> PeerRecord:
         eval_count=rd.int_(d["eval_count"], f"{where}.eval_count", minimum=0),
         last_eval_window=rd.opt_int(d["last_eval_window"], f"{where}.last_eval_window"),
         excluded_until=rd.opt_int(d["excluded_until"], f"{where}.excluded_until"),
+        fault_streak=rd.int_(d.get("fault_streak", 0), f"{where}.fault_streak", minimum=0),
+        fault_history=_flags(rd, d.get("fault_history", []), f"{where}.fault_history"),
+        negative_streak=rd.int_(d.get("negative_streak", 0), f"{where}.negative_streak", minimum=0),
+        eval_history=_flags(rd, d.get("eval_history", []), f"{where}.eval_history"),
         slash_counts={k: int(v) for k, v in counts.items()},
         last_losses={k: float(v) for k, v in losses.items()},
     )
@@ -239,14 +270,15 @@ def state_from_json(value: Any, source: str = "<memory>") -> ValidatorState:
     """Builds a state from decoded JSON, checking the schema and every type."""
     rd = _Reader(source)
     d = rd.obj(value, "top level")
-    if d.get("schema") != SCHEMA_VERSION:
-        raise rd.fail("schema", f"expected version {SCHEMA_VERSION}, got {d.get('schema')!r}")
+    version = d.get("schema")
+    if version not in READABLE_VERSIONS or isinstance(version, bool):
+        raise rd.fail("schema", f"expected version {SCHEMA_VERSION} (or 1), got {version!r}")
     d = rd.obj(value, "top level", _STATE_KEYS)
     peers_raw = rd.obj(d["peers"], "peers")
     peers: dict[int, PeerRecord] = {}
     for key, rec in peers_raw.items():
         uid = rd.uid_key(key, "peers")
-        record = _record_from_json(rd, rec, f"peers.{key}")
+        record = _record_from_json(rd, rec, f"peers.{key}", version)
         if record.uid != uid:
             raise rd.fail(f"peers.{key}.uid", f"record uid {record.uid} under key {key}")
         peers[uid] = record

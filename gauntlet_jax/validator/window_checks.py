@@ -1,7 +1,8 @@
 """Step 2 of a validator window: the fast checks that read the network (GAUNTLET.md §2, §2.5,
 §10.2), over the pure rules of `checks` and `overlap`.
 
-- the gather set's payloads: missing / too early / too late / invalid → slash;
+- the gather set's payloads: missing / too early / too late / invalid → slash (flat, or the
+  escalating ladder, `ladder`);
 - sync probes of window w−1 (gather and active peers) against the validator's θ_w → how many
   steps behind each peer is; gather peers beyond `sync_max_steps` are slashed;
 - index overlap between the gather set's valid payloads → the later uploader is slashed.
@@ -21,7 +22,7 @@ from gauntlet_jax.node.replica import Replica
 from gauntlet_jax.node.stack import StackWarnings
 from gauntlet_jax.protocol import names
 from gauntlet_jax.protocol.probes import Probes, decode_probes, max_probe_bytes
-from gauntlet_jax.validator import checks, overlap
+from gauntlet_jax.validator import checks, ladder, overlap
 from gauntlet_jax.validator.window_record import WindowLedger
 
 # Fetch status → slash reason of a gather peer (GAUNTLET.md §2.5).
@@ -61,8 +62,14 @@ def fast_checks(
     )
     for uid, f in fetched.items():
         ledger.note(uid, "payload", f.status)
-        if f.status != "ok":
-            ledger.slash(uid, _GATHER_SLASH[f.status], vcfg)
+        if f.status == "ok":
+            ledger.peers[uid] = ladder.payload_ok(ledger.peers[uid], vcfg)
+            continue
+        reason = _GATHER_SLASH[f.status]
+        ledger.peers[uid], reset = ladder.payload_fault(ledger.peers[uid], reason, window, vcfg)
+        ledger.flag(uid, reason)
+        if reset:
+            ledger.flag(uid, "repeated_faults")
     uids = sorted(set(gather) | set(active))
     sync_x = sync_checks(window, uids, replica, network, ledger, cfg, stacks)
     for uid in gather:
