@@ -95,6 +95,8 @@ def run_path(tree: Path, path: str, seed: int, args: argparse.Namespace) -> dict
     ]
     # The tree's gauntlet_jax first; this script's benchmarks package after it.
     env = {**os.environ, "PYTHONPATH": f"{tree}{os.pathsep}{HERE}", "JAX_PLATFORMS": "cpu"}
+    # Runs of one tree compile the same programs: XLA's persistent cache spares the later seeds.
+    env.setdefault("JAX_COMPILATION_CACHE_DIR", str((Path(args.out) / "jax_cache").resolve()))
     print(f"{path} seed {seed}: PYTHONPATH={env['PYTHONPATH']}", file=sys.stderr, flush=True)
     done = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
     record = json.loads(done.stdout.strip().splitlines()[-1])
