@@ -98,8 +98,11 @@ def run_path(tree: Path, path: str, seed: int, args: argparse.Namespace) -> dict
     # Runs of one tree compile the same programs: XLA's persistent cache spares the later seeds.
     env.setdefault("JAX_COMPILATION_CACHE_DIR", str((Path(args.out) / "jax_cache").resolve()))
     print(f"{path} seed {seed}: PYTHONPATH={env['PYTHONPATH']}", file=sys.stderr, flush=True)
-    done = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
+    # cwd = the tree: `python -m` puts the working directory ahead of PYTHONPATH.
+    done = subprocess.run(cmd, env=env, cwd=tree, check=True, capture_output=True, text=True)
     record = json.loads(done.stdout.strip().splitlines()[-1])
+    if Path(record["package"]) != tree / "gauntlet_jax":
+        raise RuntimeError(f"{path} seed {seed} ran {record['package']}, not {tree}")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record))
     return record
@@ -135,7 +138,9 @@ def compare(curves: dict[str, dict[int, list[float]]], steps: list[int]) -> dict
     }
 
 
-def plot(result: dict[str, Any], curves: dict[str, dict[int, list[float]]], path: Path) -> None:
+def plot(
+    result: dict[str, Any], curves: dict[str, dict[int, list[float]]], old_name: str, path: Path
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -146,7 +151,7 @@ def plot(result: dict[str, Any], curves: dict[str, dict[int, list[float]]], path
         2, 1, figsize=(7, 5.5), sharex=True, gridspec_kw={"height_ratios": [2, 1]}
     )
     colours = {"exact": "#2b7bba", "float": "#d73027"}
-    labels = {"exact": "exact integer step (this tree)", "float": "float step (39451ef)"}
+    labels = {"exact": "exact integer step (this tree)", "float": f"float step ({old_name})"}
     for name, by_seed in curves.items():
         for i, (_seed, loss) in enumerate(sorted(by_seed.items())):
             top.plot(
@@ -213,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         {"bench": "exact_vs_float", "windows": args.windows, "peers": args.peers, "runs": runs}
     )
     if args.plot:
-        plot(result, curves, Path(args.plot))
+        plot(result, curves, trees["float"].name, Path(args.plot))
     print(json.dumps(result))
     return 0
 
