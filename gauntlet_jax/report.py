@@ -10,7 +10,13 @@ Plots, each a PNG beside the page (in DIR/plots):
 - scores.png: each evaluation's LossScore (noisy) above the OpenSkill ordinal (the rating);
 - weights.png: every peer's weight per window, and the weight share of each kind;
 - sync.png: steps behind (x) and sync score per window;
-- bma.png: the own-vs-random moving average (BMA) per window.
+- bma.png: the own-vs-random moving average (BMA) per window;
+- evaluations.png: peers screened and peers evaluated exactly per window.
+
+`python -m gauntlet_jax.report --compare A B [...] --out DIR` compares simulation runs of the
+same peers (e.g. `benchmarks/screen_vs_sampled.py`): DIR/compare.html with compare.png, the
+honest share of the weights per window with the window from which the Figure 2 rating order
+holds to the end, and the evaluations per window of each run.
 """
 
 from __future__ import annotations
@@ -33,11 +39,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.colors import to_hex, to_rgb
+from matplotlib.ticker import MaxNLocator
 
 from gauntlet_jax.node.metrics import METRICS_FILE, read_records
+from gauntlet_jax.sim.judging import honest_share_per_window
 
 SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.html"
+COMPARE_FILE = "compare.html"
 PLOTS_DIR = "plots"
 # Colours of the simulator's peer kinds; a live log has no kinds and colours by uid.
 KIND_COLOURS = {
@@ -299,6 +308,162 @@ def plot_bma(series: Mapping[int, PeerSeries], path: Path, title: str = "") -> P
     return _save(fig, path, title)
 
 
+def evaluation_counts(records: Sequence[Mapping[str, Any]]) -> dict[str, list[int]]:
+    """Per window (ascending): peers screened and peers evaluated exactly (window records)."""
+    rows = sorted((r for r in records if r.get("kind") == "window"), key=lambda r: r["window"])
+    return {
+        "windows": [int(r["window"]) for r in rows],
+        "screened": [int(r.get("screened") or 0) for r in rows],
+        "exact": [int(r.get("exact") or 0) for r in rows],
+    }
+
+
+def plot_evaluations(records: Sequence[Mapping[str, Any]], path: Path, title: str = "") -> Path:
+    counts = evaluation_counts(records)
+    fig, ax = plt.subplots(figsize=(9, 3))
+    ax.step(counts["windows"], counts["screened"], where="mid", color="#7fbf7b", label="screened")
+    ax.step(counts["windows"], counts["exact"], where="mid", color="#2b7bba", label="exact")
+    ax.set_ylim(bottom=0)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel("peers")
+    ax.set_xlabel("window")
+    ax.set_title("evaluations per window (screen: first-order estimate; exact: loss deltas)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path, title)
+
+
+@dataclass
+class ComparedRun:
+    """One run of a comparison: its honest share and evaluations per window, its Figure 2
+    separation (None without one) and its summary."""
+
+    label: str
+    honest_share: dict[int, float]
+    counts: dict[str, list[int]]
+    order_from: int | None
+    summary: Mapping[str, Any]
+
+
+def compared_run(label: str, run_dir: Path) -> ComparedRun:
+    summary_path = run_dir / SUMMARY_FILE
+    if not summary_path.exists():
+        raise FileNotFoundError(f"no {SUMMARY_FILE} in {run_dir} (a comparison needs simulations)")
+    summary = json.loads(summary_path.read_text())
+    kinds = {int(u): p["kind"] for u, p in summary.get("peers", {}).items()}
+    records = read_records(run_dir / METRICS_FILE)
+    separation = summary.get("separation") or {}
+    return ComparedRun(
+        label,
+        honest_share_per_window(records, kinds),
+        evaluation_counts(records),
+        separation.get("rating_in_order_from_window"),
+        summary,
+    )
+
+
+def plot_comparison(runs: Sequence[ComparedRun], path: Path, title: str = "") -> Path:
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(9, 6), sharex=True, gridspec_kw={"height_ratios": [2, 1]}
+    )
+    palette = plt.get_cmap("tab10")
+    for i, run in enumerate(runs):
+        colour = palette(i % 10)
+        windows = sorted(run.honest_share)
+        top.plot(
+            windows,
+            [run.honest_share[w] for w in windows],
+            color=colour,
+            lw=1.6,
+            marker=".",
+            ms=3,
+            label=run.label,
+        )
+        if run.order_from is not None:
+            top.axvline(
+                run.order_from,
+                color=colour,
+                ls=":",
+                lw=1.2,
+                label=f"{run.label}: rating order holds from window {run.order_from}",
+            )
+        c = run.counts
+        bottom.step(c["windows"], c["exact"], where="mid", color=colour, label=f"{run.label} exact")
+        if any(c["screened"]):
+            bottom.step(
+                c["windows"],
+                c["screened"],
+                where="mid",
+                color=colour,
+                ls="--",
+                label=f"{run.label} screened",
+            )
+    top.set_ylim(0, 1.02)
+    top.set_ylabel("honest share of the weights")
+    top.set_title("honest share per window; dotted: from here the rating order holds to the end")
+    top.grid(alpha=0.3)
+    _legend(top, 2 * len(runs))
+    bottom.set_ylim(bottom=0)
+    bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
+    bottom.set_ylabel("peers evaluated")
+    bottom.set_xlabel("window")
+    bottom.grid(alpha=0.3)
+    _legend(bottom, 2 * len(runs))
+    return _save(fig, path, title)
+
+
+def build_comparison(runs: Mapping[str, Path], out_dir: str | Path) -> Path:
+    """Writes compare.html and plots/compare.png for simulation runs (label → run directory);
+    returns the page's path."""
+    out = Path(out_dir)
+    (out / PLOTS_DIR).mkdir(parents=True, exist_ok=True)
+    compared = [compared_run(label, Path(d)) for label, d in runs.items()]
+    png = plot_comparison(compared, out / PLOTS_DIR / "compare.png")
+    rows = []
+    for run in compared:
+        s = run.summary
+        windows = sorted(run.honest_share)
+        rows.append(
+            [
+                run.label,
+                s.get("windows"),
+                run.order_from,
+                (s.get("separation") or {}).get("rating_in_order_fraction"),
+                run.honest_share[windows[-1]] if windows else None,
+                s.get("honest_weight_share_tail_mean"),
+                sum(run.counts["screened"]) / max(1, len(run.counts["windows"])),
+                sum(run.counts["exact"]) / max(1, len(run.counts["windows"])),
+            ]
+        )
+    header = [
+        "run",
+        "windows",
+        "rating order holds from window",
+        "windows in order",
+        "honest share (last window)",
+        "honest share (mean, last quarter)",
+        "screened / window",
+        "exact / window",
+    ]
+    page = out / COMPARE_FILE
+    page.write_text(
+        "\n".join(
+            [
+                "<!doctype html><html><head><meta charset='utf-8'><title>comparison</title>",
+                "<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto}"
+                "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;"
+                "font-size:13px}img{max-width:100%}</style></head><body>",
+                "<h1>gauntlet-jax: runs compared</h1>",
+                _table(header, rows),
+                f"<img src='{html.escape(str(png.relative_to(out)))}'>",
+                "</body></html>",
+            ]
+        ),
+        encoding="utf-8",
+    )
+    return page
+
+
 # ---------------------------------------------------------------------------------------------
 # The page
 
@@ -401,6 +566,11 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
     figures.append(("Weights", plot_weights(series, plots / "weights.png", posted, title)))
     figures.append(("Synchronisation", plot_sync(series, plots / "sync.png", max_steps, title)))
     figures.append(("Own-vs-random evidence (BMA)", plot_bma(series, plots / "bma.png", title)))
+    counts = evaluation_counts(records)
+    if any(r.get("kind") == "window" and "exact" in r for r in records):
+        figures.append(
+            ("Evaluations per window", plot_evaluations(records, plots / "evaluations.png", title))
+        )
 
     windows = sorted({r["window"] for r in records if r.get("kind") == "window"})
     parts = [
@@ -415,6 +585,13 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
         + html.escape(", ".join(map(str, posted)) or "none")
         + f"; log: {html.escape(str(metrics))}</p>",
     ]
+    if counts["windows"] and (any(counts["screened"]) or any(counts["exact"])):
+        n = len(counts["windows"])
+        parts.append(
+            f"<p>Per window: {sum(counts['screened']) / n:.1f} peers screened, "
+            f"{sum(counts['exact']) / n:.1f} evaluated exactly (mean; "
+            f"exact {min(counts['exact'])}–{max(counts['exact'])}).</p>"
+        )
     if summary is not None:
         parts.append(
             "<p>"
@@ -477,11 +654,26 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gauntlet_jax.report", description=__doc__)
-    parser.add_argument("run_dir", help="directory with metrics.jsonl (and maybe summary.json)")
+    parser.add_argument(
+        "run_dir", nargs="?", help="directory with metrics.jsonl (and maybe summary.json)"
+    )
+    parser.add_argument(
+        "--compare", nargs="+", metavar="RUN_DIR", help="simulation runs to compare (needs --out)"
+    )
     parser.add_argument("--out", default=None, help="where to write (default: run_dir)")
     args = parser.parse_args(argv)
+    if (args.run_dir is None) == (args.compare is None) or (args.compare and args.out is None):
+        parser.error("give either RUN_DIR or --compare RUN_DIR ... --out DIR")
     try:
-        page = build_report(args.run_dir, args.out)
+        if args.compare:
+            names = [Path(d).name for d in args.compare]
+            runs = {
+                n if names.count(n) == 1 else d: Path(d)
+                for n, d in zip(names, args.compare, strict=True)
+            }
+            page = build_comparison(runs, args.out)
+        else:
+            page = build_report(args.run_dir, args.out)
     except (FileNotFoundError, json.JSONDecodeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -148,3 +148,56 @@ def test_peers_of_one_kind_get_distinct_shades(tmp_path: Path) -> None:
     assert colours[3] == report.KIND_COLOURS["late"]  # a kind's only peer keeps its colour
     png = report.plot_weights(series, tmp_path / "w.png", posted=[12, 16], title="t")
     assert png.read_bytes()[:8] == PNG_MAGIC
+
+
+def _write_sim_run(directory: Path, honest_weight: float, exact: int, order_from: int) -> None:
+    """A two-peer simulation run: an honest and a stale peer, weights fixed, `exact` peers
+    evaluated exactly and 2 screened per window."""
+    directory.mkdir()
+    with MetricsLogger(directory, tensorboard=False) as m:
+        for w in WINDOWS:
+            for uid, weight in ((1, honest_weight), (2, 1.0 - honest_weight)):
+                m.log_peer(PeerWindowRecord(window=w, uid=uid, weight=weight))
+            m.log_window(w, {"gathered": 2, "evaluated": exact, "exact": exact, "screened": 2})
+            m.end_window(w)
+    summary = {
+        "scenario": directory.name,
+        "windows": len(WINDOWS),
+        "peers": {"1": {"kind": "honest"}, "2": {"kind": "stale"}},
+        "honest_weight_share": honest_weight,
+        "honest_weight_share_tail_mean": honest_weight,
+        "separation": {"rating_in_order_from_window": order_from, "rating_in_order_fraction": 0.5},
+    }
+    (directory / "summary.json").write_text(json.dumps(summary))
+
+
+def test_evaluations_per_window_are_plotted_and_runs_compared(tmp_path: Path) -> None:
+    sampled, screened = tmp_path / "sampled", tmp_path / "screened"
+    _write_sim_run(sampled, 0.75, 1, 17)
+    _write_sim_run(screened, 0.25, 2, 12)
+    records = read_records(screened / "metrics.jsonl")
+    counts = report.evaluation_counts(records)
+    assert counts == {"windows": list(WINDOWS), "screened": [2] * 12, "exact": [2] * 12}
+    page = report.build_report(screened).read_text()
+    assert "src='plots/evaluations.png'" in page
+    assert "2.0 peers screened, 2.0 evaluated exactly" in page
+
+    run = report.compared_run("screened", screened)
+    assert run.honest_share == {w: 0.25 for w in WINDOWS} and run.order_from == 12
+    out = tmp_path / "cmp"
+    assert report.main(["--compare", str(sampled), str(screened), "--out", str(out)]) == 0
+    assert (out / "plots" / "compare.png").read_bytes()[:8] == PNG_MAGIC
+    text = (out / "compare.html").read_text()
+    # Per run: order from window, honest share (last window), exact evaluations per window.
+    assert "<td>sampled</td><td>12</td><td>17</td><td>0.5</td><td>0.75</td>" in text
+    assert "<td>screened</td><td>12</td><td>12</td><td>0.5</td><td>0.25</td>" in text
+
+
+def test_comparison_needs_simulation_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _write_log(tmp_path)  # a live log: no summary.json
+    assert report.main(["--compare", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "summary.json" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        report.main(["--compare", str(tmp_path)])  # no --out

@@ -31,6 +31,18 @@ def honest_share(weights: dict[int, float], kinds: dict[int, str]) -> float:
     return honest / total if total > 0 else 0.0
 
 
+def honest_share_per_window(
+    records: Sequence[dict[str, Any]], kinds: dict[int, str]
+) -> dict[int, float]:
+    """The honest kinds' share of the weights the validator held after each window (its peer
+    records' `weight`), window → share."""
+    by_window: dict[int, dict[int, float]] = {}
+    for r in records:
+        if r.get("kind") == "peer" and isinstance(r.get("weight"), (int, float)):
+            by_window.setdefault(int(r["window"]), {})[int(r["uid"])] = float(r["weight"])
+    return {w: honest_share(ws, kinds) for w, ws in sorted(by_window.items())}
+
+
 # Bars of the default scenario (issue 7): honest ≥ 90 %, no adversary class above 2 %, the
 # sybil group below one honest peer, held-out loss drop ≥ 90 % of the all-honest run's.
 HONEST_SHARE_BAR = 0.90
@@ -175,6 +187,7 @@ __all__ = [
     "class_weights",
     "evaluate_bars",
     "honest_share",
+    "honest_share_per_window",
     "rating_separation",
     "screen_agreement",
 ]
