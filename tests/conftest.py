@@ -24,3 +24,26 @@ def shared_dir() -> Path:
     if not value or not Path(value).is_dir():
         pytest.skip("GAUNTLET_SHARED_DIR is unset (.ci/run sets it to ../shared)")
     return Path(value)
+
+
+# The longest files of the 1-device phase (seconds measured by `--durations`, 2-core host),
+# longest first. `.ci/run` hands whole files to its two xdist workers in collection order: these
+# start first, so neither worker is left with one of them when the rest is done.
+LONGEST_FILES = (
+    "test_tpu_compile.py",
+    "test_simulate.py",
+    "test_multihost.py",
+    "test_wheel.py",
+    "test_protocol_trains.py",
+    "test_exact_across_layouts.py",
+    "test_loss_delta.py",
+    "test_screen.py",
+    "test_bench.py",
+    "test_learns.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FILES)}
+    # sort is stable: tests keep their order within a file, other files theirs after these.
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

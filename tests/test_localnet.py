@@ -5,7 +5,9 @@ windows on the tiny model; weights must land on the local chain, every honest mi
 weight and the noisy one with none. The recorded run is then replayed on a frozen chain by two
 fresh validators, one that never stops and one SIGKILLed again and again, which must post the same
 weights; and by a validator running as a two-process JAX job (issue 9), which must decide as the
-live one did.
+live one did. The replays are not on wall-clock time (the chain is frozen, every upload is on
+disk): they run windows of the recording as fast as they can score them, loading the programs
+the live validator compiled from the run's XLA cache.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import pytest
 from gauntlet_jax.chain.keys import dev_uri
 from gauntlet_jax.chain.local import LocalChain
 from gauntlet_jax.config import load_config
+from gauntlet_jax.localnet import child_env
 from gauntlet_jax.node.metrics import read_records
 from gauntlet_jax.node.replica import initial_params, plan_for
 from gauntlet_jax.protocol.catchup import catch_up
@@ -38,6 +41,10 @@ from gauntlet_jax.validator.state import load_state
 pytestmark = [pytest.mark.slow, pytest.mark.wallclock, pytest.mark.timeout(1500)]
 
 WINDOWS = 10
+# Windows of the recording the killed and steady validators replay (one weight post at least:
+# validator.windows_per_weights is 4), and those the two-host job replays.
+KILLED_REPLAY_WINDOWS = 6
+TWO_HOST_REPLAY_WINDOWS = 3
 
 
 def _overrides(root: Path) -> list[str]:
@@ -120,21 +127,27 @@ def _validate_cmd(overrides: list[str], until_window: int) -> list[str]:
     ]  # fmt: skip
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, "GAUNTLET_HOTKEY_SECRET": dev_uri(0), "JAX_PLATFORMS": "cpu"}
+def _env(replica: Path) -> dict[str, str]:
+    """The live validator's environment (localnet's: the same XLA flags and the run's compiled
+    programs, copied with it), with the validator's key."""
+    return {**child_env(replica), "GAUNTLET_HOTKEY_SECRET": dev_uri(0)}
+
+
+def _recorded_windows(root: Path) -> list[int]:
+    live = read_records(root / "validator-validator" / "metrics.jsonl")
+    return sorted({r["window"] for r in live if r.get("kind") == "window"})
 
 
 def test_validator_killed_anywhere_posts_the_same_weights(
     live_run: tuple[Path, dict], tmp_path: Path
 ) -> None:
     root, _ = live_run
-    last = load_state(root / "validator-validator" / "validator_state.json", 0).last_window
-    assert last is not None
+    last = _recorded_windows(root)[KILLED_REPLAY_WINDOWS - 1]
     steady, steady_over = _replica_of(root, tmp_path / "steady")
     killed, killed_over = _replica_of(root, tmp_path / "killed")
 
     done = subprocess.run(
-        _validate_cmd(steady_over, last), env=_env(), capture_output=True, timeout=600
+        _validate_cmd(steady_over, last), env=_env(steady), capture_output=True, timeout=600
     )
     assert done.returncode == 0, done.stderr.decode()[-3000:]
 
@@ -144,7 +157,7 @@ def test_validator_killed_anywhere_posts_the_same_weights(
     for _ in range(20):
         proc = subprocess.Popen(
             _validate_cmd(killed_over, last),
-            env=_env(),
+            env=_env(killed),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
@@ -238,12 +251,13 @@ def test_validator_on_two_hosts_decides_like_the_recorded_one(
     live_run: tuple[Path, dict], tmp_path: Path
 ) -> None:
     """The validator as a two-process JAX job (a TPU pod slice's shape, on CPU) replays the first
-    half of the recorded run: every decision as the live single-process validator made it, θ
-    as the recorded aggregates give it, and only the leader wrote."""
+    windows of the recorded run (a checkpoint among them): every decision as the live
+    single-process validator made it, θ as the recorded aggregates give it, and only the leader
+    wrote."""
     root, _ = live_run
     live = read_records(root / "validator-validator" / "metrics.jsonl")
-    windows = sorted({r["window"] for r in live if r.get("kind") == "window"})
-    until = windows[len(windows) // 2 - 1]
+    windows = _recorded_windows(root)
+    until = windows[TWO_HOST_REPLAY_WINDOWS - 1]
     pair, overrides = _replica_of(root, tmp_path / "pair")
     logs = tmp_path / "logs"
     logs.mkdir()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -79,10 +79,12 @@ def test_garbage_model_is_a_data_error(tmp_path):
         load_tokenizer(str(bad))
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("tokenizers") is not None, reason="`tokenizers` is installed"
-)
-def test_tokenizer_json_without_the_tokenizers_package_is_a_clear_error(tmp_path: Path):
+def test_tokenizer_json_without_the_tokenizers_package_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # None in sys.modules makes `import tokenizers` fail as if it were not installed (the [dev]
+    # extra installs it, so CI runs both this and the test below).
+    monkeypatch.setitem(sys.modules, "tokenizers", None)
     path = tmp_path / "tokenizer.json"
     path.write_text("{}")
     with pytest.raises(DataError, match=r"needs the `tokenizers` package"):
@@ -104,6 +106,11 @@ def test_tokenizer_json_when_the_tokenizers_package_is_installed(tmp_path: Path)
     hf.train_from_iterator(["to be or not to be that is the question"] * 50, trainer)
     path = tmp_path / "tokenizer.json"
     hf.save(str(path))
+    broken = tmp_path / "broken" / "tokenizer.json"
+    broken.parent.mkdir()
+    broken.write_text("{}")
+    with pytest.raises(DataError, match=r"not a valid tokenizer.json"):
+        load_tokenizer(str(broken))
 
     tok = load_tokenizer(str(path))
     text = "to be, or not to be!"
