@@ -247,6 +247,19 @@ DECISIONS = ("weight", "mu", "sigma", "final", "evaluated", "slashes", "sync_sco
 LOSSES = ("loss_before_own", "loss_after_own", "loss_before_random", "loss_after_random")
 
 
+def _in_time(record: dict) -> dict:
+    """The record with "late" read as "missing". A replay runs after the fact: an upload that
+    landed after the live validator's last look (it saw nothing: missing) is there for the
+    replay, stamped after the put window (late). Both say "not there in time", slash the same and
+    leave every number equal; which one a validator sees depends on when it looks, not on its
+    device layout."""
+    checks = dict(record["checks"])
+    if checks.get("payload") == "too_late":
+        checks["payload"] = "missing"
+    slashes = ["missing" if s == "late" else s for s in record["slashes"]]
+    return {**record, "checks": checks, "slashes": slashes}
+
+
 def test_validator_on_two_hosts_decides_like_the_recorded_one(
     live_run: tuple[Path, dict], tmp_path: Path
 ) -> None:
@@ -272,7 +285,8 @@ def test_validator_on_two_hosts_decides_like_the_recorded_one(
     mine = [r for r in replayed if r.get("kind") == "peer"]
     assert len(mine) == len({(r["window"], r["uid"]) for r in mine}) > 0
     for record in mine:
-        recorded = peer[(record["window"], record["uid"])]
+        recorded = _in_time(peer[(record["window"], record["uid"])])
+        record = _in_time(record)
         for name in DECISIONS:
             assert record[name] == recorded[name], (name, record, recorded)
         for name in LOSSES:  # sums over 8 devices in another order: equal to a few ulp
