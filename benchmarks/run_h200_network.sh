@@ -34,7 +34,12 @@ step() {  # step LIMIT_S NAME CMD...
 } >"$OUT/env.txt" 2>&1
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 if [ -d .devdeps ]; then export PYTHONPATH=$PYTHONPATH:$PWD/.devdeps; fi
-BENCH=("$PY" -m gauntlet_jax.bench --config configs/1b2.yaml)
+# The default tokenizer ships in mistral-common; where it is missing, the copy in .devdeps/.
+TOKSET=()
+if [ -f .devdeps/tokenizer.model.v1 ] && ! "$PY" -c "import mistral_common" 2>/dev/null; then
+  TOKSET=(--set "data.tokenizer=$PWD/.devdeps/tokenizer.model.v1")
+fi
+BENCH=("$PY" -m gauntlet_jax.bench --config configs/1b2.yaml "${TOKSET[@]}")
 for PART in "$@"; do
 JSONL="$OUT/$PART.jsonl"
 ERR="$OUT/$PART.err"
@@ -59,7 +64,7 @@ score)
   bash "$0" screen
   ;;
 screen)
-  step "${SCREEN_S:-170}" "screen 1b2" "$PY" -m gauntlet_jax.bench.screen --config 1b2 ${SCREEN_SET:-} \
+  step "${SCREEN_S:-170}" "screen 1b2" "$PY" -m gauntlet_jax.bench.screen --config 1b2 "${TOKSET[@]}" ${SCREEN_SET:-} \
     --peers 256 --exact 64 --train-steps "${SCREEN_TRAIN_STEPS:-100}"
   ;;
 miner)
