@@ -62,27 +62,28 @@ def test_every_documented_topology_is_known_to_libtpu() -> None:
 
 
 # About 3 CPU-minutes: the TPU compiler's code grows with each chip's share of the model, and
-# a 16-chip slice gives each chip the smallest share of the documented topologies.
+# a 16-chip slice gives each chip the smallest share of the documented topologies. The miner's
+# gradient step is the tight fit (about 72 % of a v5e chip's HBM; the scoring step about 20 %,
+# docs/operators.md §12) and the cheaper compile of the two.
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 @needs_libtpu
-def test_1b2_scoring_step_fits_a_v5e_16_slice() -> None:
+def test_1b2_gradient_step_fits_a_v5e_16_slice() -> None:
     cfg = load_config("tpu-v5e-16")
     assert cfg.model == load_config("1b2").model
-    report = compile_step(cfg, "v5e:4x4", "score", eval_batches=1)
+    report = compile_step(cfg, "v5e:4x4", "grad")
     mem = report["memory_per_device"]
     assert report["device_kind"] == "TPU v5 lite" and report["devices"] == 16
     assert report["mesh"] == {"peers": 1, "data": 1, "fsdp": 2, "tensor": 8}
     assert mem["fits"], mem
     # The fp32 parameters alone are 4.8 GB: split over the 16 chips, every chip holds its
-    # share as an argument, and the trial parameters of the candidates need room on top.
+    # share as an argument; the saved activations need more room than that share.
     param_bytes = 4 * llama.count_params(cfg.model)
     assert mem["argument_bytes"] >= param_bytes / 16
-    assert mem["total_bytes"] > mem["argument_bytes"]
+    assert mem["temp_bytes"] > param_bytes / 16
     assert report["xla_flops_per_device"] > 0
     shapes = report["shapes"]
-    sequences = shapes["batch"] * shapes["eval_batches"] * (1 + 3 * shapes["candidates"])
-    assert report["model_flops"] == sequences * forward_flops_per_sequence(cfg.model)
+    assert report["model_flops"] == 3 * shapes["batch"] * forward_flops_per_sequence(cfg.model)
 
 
 def test_bench_compile_refuses_an_unknown_topology(capsys: pytest.CaptureFixture[str]) -> None:
