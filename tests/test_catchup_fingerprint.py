@@ -113,3 +113,24 @@ def test_a_published_aggregate_round_trips(network: dict[str, Any], tmp_path: Pa
     ):
         np.testing.assert_array_equal(np.asarray(got), want)
     assert published.fingerprint is not None and len(published.fingerprint) == 16
+
+
+def test_the_fingerprint_is_computed_once_per_theta(
+    network: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gauntlet_jax.node import replica as replica_module
+
+    passes: list[int] = []
+    real = replica_module.fingerprint
+
+    def counted(params: Any) -> str:
+        passes.append(1)
+        return real(params)
+
+    monkeypatch.setattr(replica_module, "fingerprint", counted)
+    replica = new_replica(network["cfg"], START)
+    first = replica.fingerprint()
+    assert replica.fingerprint() == first and len(passes) == 1
+    replica.apply_signs(START, random_signs(START, replica.plan))
+    moved = replica.fingerprint()
+    assert moved != first and replica.fingerprint() == moved and len(passes) == 2

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import jax
@@ -61,6 +61,9 @@ class Replica:
     next_window: int
     start_window: int
     placement: Placement
+    # (the params it was computed from, θ's fingerprint): a lead validator needs it twice per
+    # window (its aggregate's header, then the next window's sync check), each a pass over θ.
+    _fingerprinted: tuple[llama.Params, str] | None = field(default=None, repr=False, compare=False)
 
     def lr(self, window: int) -> float:
         """α for the outer step of `window`: the schedule runs on global steps since the start."""
@@ -114,5 +117,8 @@ class Replica:
         return to_host(_gather_probes(self.params, self.probe_positions(window)))
 
     def fingerprint(self) -> str:
-        """θ's exact fingerprint (`protocol.fingerprint`), the same on every node that holds it."""
-        return fingerprint(self.params)
+        """θ's exact fingerprint (`protocol.fingerprint`), the same on every node that holds it;
+        computed once per θ."""
+        if self._fingerprinted is None or self._fingerprinted[0] is not self.params:
+            self._fingerprinted = (self.params, fingerprint(self.params))
+        return self._fingerprinted[1]
