@@ -155,8 +155,10 @@ def _lines(ax: Any, series: Mapping[int, PeerSeries], attr: str) -> None:
             ax.plot(xs, ys, color=colours[uid], lw=1.2, marker=".", ms=3, label=_label(s))
 
 
-def _legend(ax: Any, n: int) -> None:
-    """Beside the axes, never over the data (the early windows matter)."""
+def _legend(ax: Any) -> None:
+    """Beside the axes, never over the data (the early windows matter); none when nothing with a
+    label was drawn (every series unmeasured)."""
+    n = len(ax.get_legend_handles_labels()[0])
     if n:
         ax.legend(fontsize=7, ncol=2 if n > 16 else 1, loc="upper left", bbox_to_anchor=(1.01, 1.0))
 
@@ -240,7 +242,7 @@ def plot_scores(series: Mapping[int, PeerSeries], path: Path, title: str = "") -
     top.set_ylabel("LossScore (% loss drop, random pages)")
     top.set_title("per-evaluation loss score (noisy) and the rating built from it")
     top.grid(alpha=0.3)
-    _legend(top, len(series))
+    _legend(top)
     _lines(bottom, series, "ordinal")
     bottom.axhline(0, color="k", lw=0.5)
     bottom.set_ylabel("OpenSkill ordinal (μ − 3σ)")
@@ -261,7 +263,7 @@ def plot_weights(
     top.set_ylabel("weight")
     top.set_title("weights over windows")
     top.grid(alpha=0.3)
-    _legend(top, len(series) + bool(posted))
+    _legend(top)
     windows = sorted({w for s in series.values() for w in s.windows})
     kinds = sorted({s.kind for s in series.values()})
     shares = {k: [0.0] * len(windows) for k in kinds}
@@ -273,7 +275,7 @@ def plot_weights(
         colours = [KIND_COLOURS.get(k, "#888888") for k in kinds]
         bottom.stackplot(windows, [shares[k] for k in kinds], labels=kinds, colors=colours)
         bottom.set_ylim(0, 1.05)
-        _legend(bottom, len(kinds))
+        _legend(bottom)
     bottom.set_ylabel("weight share by kind")
     bottom.set_xlabel("window")
     return _save(fig, path, title)
@@ -288,7 +290,7 @@ def plot_sync(
     top.set_ylabel("steps behind (x)")
     top.set_title("synchronisation: probes against the validator's θ")
     top.grid(alpha=0.3)
-    _legend(top, len(series) + 1)
+    _legend(top)
     _lines(bottom, series, "sync_score")
     bottom.set_ylabel("sync score (latest evaluation)")
     bottom.set_xlabel("window")
@@ -304,7 +306,7 @@ def plot_bma(series: Mapping[int, PeerSeries], path: Path, title: str = "") -> P
     ax.set_xlabel("window")
     ax.set_title("did each peer train on its own pages? (final score uses max(0, BMA))")
     ax.grid(alpha=0.3)
-    _legend(ax, len(series))
+    _legend(ax)
     return _save(fig, path, title)
 
 
@@ -402,13 +404,13 @@ def plot_comparison(runs: Sequence[ComparedRun], path: Path, title: str = "") ->
     top.set_ylabel("honest share of the weights")
     top.set_title("honest share per window; dotted: from here the rating order holds to the end")
     top.grid(alpha=0.3)
-    _legend(top, 2 * len(runs))
+    _legend(top)
     bottom.set_ylim(bottom=0)
     bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
     bottom.set_ylabel("peers evaluated")
     bottom.set_xlabel("window")
     bottom.grid(alpha=0.3)
-    _legend(bottom, 2 * len(runs))
+    _legend(bottom)
     return _save(fig, path, title)
 
 

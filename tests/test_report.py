@@ -201,3 +201,20 @@ def test_comparison_needs_simulation_runs(
     assert "summary.json" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         report.main(["--compare", str(tmp_path)])  # no --out
+
+
+@pytest.mark.filterwarnings("error:No artists with labels")
+def test_a_panel_where_nothing_was_measured_has_no_legend(tmp_path: Path) -> None:
+    # Every peer late: no score, no rating, no sync measured; the panels are drawn empty.
+    with MetricsLogger(tmp_path, tensorboard=False) as m:
+        for w in WINDOWS:
+            for uid in (1, 2):
+                m.log_peer(
+                    PeerWindowRecord(
+                        window=w, uid=uid, checks={"payload": "too_late"}, in_gather=False,
+                        evaluated=False, slashes=("late",), final=0.0, weight=0.0,
+                    )
+                )  # fmt: skip
+            m.end_window(w)
+    assert report.main([str(tmp_path)]) == 0
+    assert (tmp_path / "plots" / "scores.png").read_bytes().startswith(PNG_MAGIC)
