@@ -30,16 +30,19 @@ def shared_dir() -> Path:
 # longest first. `.ci/run` hands whole files to its two xdist workers in collection order: these
 # start first, so neither worker is left with one of them when the rest is done.
 LONGEST_FILES = (
-    "test_tpu_compile.py",
     "test_simulate.py",
+    "test_localnet_killed.py",
+    "test_localnet_two_hosts.py",
     "test_multihost.py",
-    "test_wheel.py",
     "test_protocol_trains.py",
+    "test_validator_faults.py",
     "test_exact_across_layouts.py",
+    "test_wheel.py",
+    "test_learns.py",
+    "test_bench_window.py",
     "test_loss_delta.py",
     "test_screen.py",
     "test_bench.py",
-    "test_learns.py",
 )
 
 
