@@ -9,14 +9,15 @@ be read in the same run); same peers, uids, pages and upload-timing seed:
 
 - sampled: the reference's behaviour, `uids_per_window` 4 peers a window from a random ordinal
   bin, no screen, no time budget (`validator.screen=false`, `score_budget_fraction=0`);
-- screened: the new default (every active peer screened, exact evaluations by the time budget:
-  the top by estimate plus a random share).
+- screened: the new default (every active peer screened, exact evaluations by the time
+  budget: the top by estimate, and a quarter of the slots, at least one, to the stalest others).
 
-The simulator's windows last `blocks_per_window · block_time_s` of chain time while the
-validator's time budget is measured in this host's seconds, so the exact count of the screened
-run is what this host's pace gives (at least the floor of 4); the per-window counts are in the
-output (`evaluations`). `--arm all_exact` adds a run with the screen and every eligible peer
-evaluated exactly (what a budget that holds them all gives).
+The simulator's windows last `blocks_per_window · block_time_s` of chain time, and the
+screened run's budget is counted on that clock: `sim.exact_per_window` (8 by default: one chunk)
+exact evaluations a window, not what this host's pace gives (`--set sim.exact_per_window=16`
+for another budget; 0 = this host's measured pace, the floor of 4 on a slow CPU). The
+per-window counts are in the output (`evaluations`). `--arm all_exact` adds a run with the
+screen and every eligible peer evaluated exactly.
 
 Prints one JSON line per run set: per run the window from which the rating order heavy > honest
 > stale holds to the end (and windows until then), the honest share of the weights after the
