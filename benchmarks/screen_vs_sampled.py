@@ -21,7 +21,9 @@ screen and every eligible peer evaluated exactly.
 
 Prints one JSON line per run set: per run the window from which the rating order heavy > honest
 > stale holds to the end (and windows until then), the honest share of the weights after the
-last window (and its mean over the last quarter), and the screened/exact counts per window.
+last window (and its mean over the last quarter), the screened/exact counts per window, and per
+peer kind its exact evaluations and the longest run of windows one of its uids went without one
+(`coverage`).
 Writes OUT/compare.html with the comparison plot (`gauntlet_jax.report.build_comparison`).
 """
 
@@ -74,6 +76,27 @@ def run_arm(arm: str, args: argparse.Namespace) -> dict[str, Any]:
     return run_simulation(cfg, build_peers(parse_peers(PEERS)), out, options, force=True)
 
 
+def exact_coverage(records: list[dict[str, Any]], kinds: dict[int, str]) -> dict[str, Any]:
+    """Per kind: exact evaluations (chosen, summed over the kind's uids) and the longest run of
+    consecutive validator windows one of its uids went without being chosen (the bound of
+    `choose_exact` in the screened run; a run at the start or the end counts)."""
+    windows = sorted({r["window"] for r in records if r.get("kind") == "window"})
+    chosen: dict[int, set[int]] = {u: set() for u in kinds}
+    for r in records:
+        if r.get("kind") == "peer" and r.get("evaluated") and r["uid"] in chosen:
+            chosen[r["uid"]].add(r["window"])
+    out: dict[str, Any] = {}
+    for uid, kind in sorted(kinds.items()):
+        gap = longest = 0
+        for w in windows:
+            gap = 0 if w in chosen[uid] else gap + 1
+            longest = max(longest, gap)
+        row = out.setdefault(kind, {"exact": 0, "longest_gap": 0})
+        row["exact"] += len(chosen[uid])
+        row["longest_gap"] = max(row["longest_gap"], longest)
+    return out
+
+
 def arm_result(arm: str, summary: dict[str, Any], out: Path) -> dict[str, Any]:
     kinds = {int(u): p["kind"] for u, p in summary["peers"].items()}
     records = read_records(out / METRICS_FILE)
@@ -91,6 +114,7 @@ def arm_result(arm: str, summary: dict[str, Any], out: Path) -> dict[str, Any]:
             "screened": [c["screened"] for c in counts.values()],
             "exact": [c["exact"] for c in counts.values()],
         },
+        "coverage": exact_coverage(records, kinds),
         "screen_spearman_mean": summary["screen"]["spearman_mean"],
         "seconds": summary["seconds"]["total"],
     }
