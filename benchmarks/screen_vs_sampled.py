@@ -22,8 +22,8 @@ screen and every eligible peer evaluated exactly.
 Prints one JSON line per run set: per run the window from which the rating order heavy > honest
 > stale holds to the end (and windows until then), the honest share of the weights after the
 last window (and its mean over the last quarter), the screened/exact counts per window, and per
-peer kind its exact evaluations and the longest run of windows one of its uids went without one
-(`coverage`).
+peer kind its exact evaluations and the longest run of windows one of its uids went without
+being chosen for one (`coverage`).
 Writes OUT/compare.html with the comparison plot (`gauntlet_jax.report.build_comparison`).
 """
 
@@ -76,14 +76,27 @@ def run_arm(arm: str, args: argparse.Namespace) -> dict[str, Any]:
     return run_simulation(cfg, build_peers(parse_peers(PEERS)), out, options, force=True)
 
 
+# A chosen peer whose payload turns out missing or invalid is slashed instead of scored: its
+# record says so by these slashes (its `evaluated` is false).
+CHOSEN_UNSCORED = ("eval_missing", "eval_invalid")
+
+
 def exact_coverage(records: list[dict[str, Any]], kinds: dict[int, str]) -> dict[str, Any]:
-    """Per kind: exact evaluations (chosen, summed over the kind's uids) and the longest run of
-    consecutive validator windows one of its uids went without being chosen (the bound of
-    `choose_exact` in the screened run; a run at the start or the end counts)."""
+    """Per kind: exact evaluations scored (summed over the kind's uids), and the longest run of
+    consecutive validator windows one of its uids went without being chosen for the exact
+    evaluation (scored, or slashed as missing/invalid: the bound of `choose_exact` in the
+    screened run; a run at the start or the end counts)."""
     windows = sorted({r["window"] for r in records if r.get("kind") == "window"})
     chosen: dict[int, set[int]] = {u: set() for u in kinds}
+    scored = dict.fromkeys(kinds, 0)
     for r in records:
-        if r.get("kind") == "peer" and r.get("evaluated") and r["uid"] in chosen:
+        if r.get("kind") != "peer" or r["uid"] not in chosen:
+            continue
+        scored[r["uid"]] += bool(r.get("evaluated"))
+        # The screen penalises an invalid payload with the same slash without choosing it.
+        screen_invalid = (r.get("checks") or {}).get("screen") == "invalid"
+        unscored = set(r.get("slashes") or ()) & set(CHOSEN_UNSCORED)
+        if r.get("evaluated") or (unscored and not screen_invalid):
             chosen[r["uid"]].add(r["window"])
     out: dict[str, Any] = {}
     for uid, kind in sorted(kinds.items()):
@@ -91,8 +104,9 @@ def exact_coverage(records: list[dict[str, Any]], kinds: dict[int, str]) -> dict
         for w in windows:
             gap = 0 if w in chosen[uid] else gap + 1
             longest = max(longest, gap)
-        row = out.setdefault(kind, {"exact": 0, "longest_gap": 0})
-        row["exact"] += len(chosen[uid])
+        row = out.setdefault(kind, {"exact": 0, "chosen": 0, "longest_gap": 0})
+        row["exact"] += scored[uid]
+        row["chosen"] += len(chosen[uid])
         row["longest_gap"] = max(row["longest_gap"], longest)
     return out
 
