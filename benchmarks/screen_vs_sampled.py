@@ -9,18 +9,21 @@ be read in the same run); same peers, uids, pages and upload-timing seed:
 
 - sampled: the reference's behaviour, `uids_per_window` 4 peers a window from a random ordinal
   bin, no screen, no time budget (`validator.screen=false`, `score_budget_fraction=0`);
-- screened: the new default (every active peer screened, exact evaluations by the time budget:
-  the top by estimate plus a random share).
+- screened: the new default (every active peer screened, exact evaluations by the time
+  budget: the top by estimate, and a quarter of the slots, at least one, to the stalest others).
 
-The simulator's windows last `blocks_per_window · block_time_s` of chain time while the
-validator's time budget is measured in this host's seconds, so the exact count of the screened
-run is what this host's pace gives (at least the floor of 4); the per-window counts are in the
-output (`evaluations`). `--arm all_exact` adds a run with the screen and every eligible peer
-evaluated exactly (what a budget that holds them all gives).
+The simulator's windows last `blocks_per_window · block_time_s` of chain time, and the
+screened run's budget is counted on that clock: `sim.exact_per_window` (8 by default: one chunk)
+exact evaluations a window, not what this host's pace gives (`--set sim.exact_per_window=16`
+for another budget; 0 = this host's measured pace, the floor of 4 on a slow CPU). The
+per-window counts are in the output (`evaluations`). `--arm all_exact` adds a run with the
+screen and every eligible peer evaluated exactly.
 
 Prints one JSON line per run set: per run the window from which the rating order heavy > honest
 > stale holds to the end (and windows until then), the honest share of the weights after the
-last window (and its mean over the last quarter), and the screened/exact counts per window.
+last window (and its mean over the last quarter), the screened/exact counts per window, and per
+peer kind its exact evaluations and the longest run of windows one of its uids went without
+being chosen for one (`coverage`).
 Writes OUT/compare.html with the comparison plot (`gauntlet_jax.report.build_comparison`).
 """
 
@@ -73,6 +76,41 @@ def run_arm(arm: str, args: argparse.Namespace) -> dict[str, Any]:
     return run_simulation(cfg, build_peers(parse_peers(PEERS)), out, options, force=True)
 
 
+# A chosen peer whose payload turns out missing or invalid is slashed instead of scored: its
+# record says so by these slashes (its `evaluated` is false).
+CHOSEN_UNSCORED = ("eval_missing", "eval_invalid")
+
+
+def exact_coverage(records: list[dict[str, Any]], kinds: dict[int, str]) -> dict[str, Any]:
+    """Per kind: exact evaluations scored (summed over the kind's uids), and the longest run of
+    consecutive validator windows one of its uids went without being chosen for the exact
+    evaluation (scored, or slashed as missing/invalid: the bound of `choose_exact` in the
+    screened run; a run at the start or the end counts)."""
+    windows = sorted({r["window"] for r in records if r.get("kind") == "window"})
+    chosen: dict[int, set[int]] = {u: set() for u in kinds}
+    scored = dict.fromkeys(kinds, 0)
+    for r in records:
+        if r.get("kind") != "peer" or r["uid"] not in chosen:
+            continue
+        scored[r["uid"]] += bool(r.get("evaluated"))
+        # The screen penalises an invalid payload with the same slash without choosing it.
+        screen_invalid = (r.get("checks") or {}).get("screen") == "invalid"
+        unscored = set(r.get("slashes") or ()) & set(CHOSEN_UNSCORED)
+        if r.get("evaluated") or (unscored and not screen_invalid):
+            chosen[r["uid"]].add(r["window"])
+    out: dict[str, Any] = {}
+    for uid, kind in sorted(kinds.items()):
+        gap = longest = 0
+        for w in windows:
+            gap = 0 if w in chosen[uid] else gap + 1
+            longest = max(longest, gap)
+        row = out.setdefault(kind, {"exact": 0, "chosen": 0, "longest_gap": 0})
+        row["exact"] += scored[uid]
+        row["chosen"] += len(chosen[uid])
+        row["longest_gap"] = max(row["longest_gap"], longest)
+    return out
+
+
 def arm_result(arm: str, summary: dict[str, Any], out: Path) -> dict[str, Any]:
     kinds = {int(u): p["kind"] for u, p in summary["peers"].items()}
     records = read_records(out / METRICS_FILE)
@@ -90,6 +128,7 @@ def arm_result(arm: str, summary: dict[str, Any], out: Path) -> dict[str, Any]:
             "screened": [c["screened"] for c in counts.values()],
             "exact": [c["exact"] for c in counts.values()],
         },
+        "coverage": exact_coverage(records, kinds),
         "screen_spearman_mean": summary["screen"]["spearman_mean"],
         "seconds": summary["seconds"]["total"],
     }

@@ -186,10 +186,12 @@ class ValidatorConfig:
     # count, for reproducible simulations).
     exact_max: int = 0
     # The first-order screen of every active peer (validator/screen.py) picks who is evaluated
-    # exactly: the top by estimate plus a random_share drawn by staleness from the rest. Off:
-    # the reference's selection (a random ordinal bin, staleness-weighted draws).
+    # exactly: the top by estimate, and screen_stalest_share of the slots (at least one of two
+    # or more) to the stalest others, so every eligible peer is evaluated within a bounded
+    # number of windows (evaluation.choose_exact). Off: the reference's selection (a random
+    # ordinal bin, staleness-weighted draws).
     screen: bool = True
-    screen_random_share: float = 0.25
+    screen_stalest_share: float = 0.25
     openskill_beta: float = 7.0
     openskill_tau: float = 0.1
     bma_alpha: float = 0.05
@@ -304,6 +306,18 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class SimConfig:
+    """What the simulator (gauntlet_jax/sim) models of the simulated network; no node reads it."""
+
+    # Exact evaluations one simulated window holds: the simulated validator's scoring pace on
+    # the chain's clock, so the time budget (validator.budget) sees a window of
+    # blocks_per_window · block_time_s chain seconds, not this host's speed. Whole chunks of
+    # candidate_chunk, at least uids_per_window, at most exact_max (the budget's own rule).
+    # 0 = the host's measured pace, as a real validator (a slow CPU then gives the floor).
+    exact_per_window: int = 8
+
+
+@dataclass(frozen=True)
 class Config:
     name: str = "default"
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -316,6 +330,7 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     chain: ChainConfig = field(default_factory=ChainConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    sim: SimConfig = field(default_factory=SimConfig)
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -364,9 +379,22 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
     return value
 
 
+# Keys whose meaning changed under a new name: an old config fails naming the new key rather
+# than running with a different rule.
+RENAMED_KEYS = {
+    # Until 2026-12-03 the non-top exact slots were a staleness-weighted random draw.
+    "validator.screen_random_share": "validator.screen_stalest_share (the share of exact slots "
+    "that now go to the stalest peers first, not to a random draw)",
+}
+
+
 def _build(cls: type, values: Mapping[str, Any], where: str) -> Any:
     types_ = _field_types(cls)
     unknown = sorted(set(values) - set(types_))
+    for key in unknown:
+        dotted = f"{where}.{key}" if where else str(key)
+        if dotted in RENAMED_KEYS:
+            raise ConfigError(f"config key {dotted} was renamed: use {RENAMED_KEYS[dotted]}")
     if unknown:
         prefix = f"{where}." if where else ""
         raise ConfigError(

@@ -23,6 +23,11 @@ def test_unknown_key_names_the_key_and_the_valid_ones() -> None:
         load_config("tiny", ["model.n_layer=3"])
 
 
+def test_a_renamed_key_names_its_new_name() -> None:
+    with pytest.raises(ConfigError, match=r"screen_random_share was renamed.*screen_stalest_share"):
+        load_config("tiny", ["validator.screen_random_share=0.25"])
+
+
 def test_unknown_section_is_an_error() -> None:
     with pytest.raises(ConfigError, match="modle"):
         load_config(None, ["modle.n_layers=3"])

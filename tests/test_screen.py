@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
@@ -12,10 +13,12 @@ from scipy.stats import spearmanr
 
 from gauntlet_jax.compress.plan import make_plan
 from gauntlet_jax.config import Config, with_overrides
+from gauntlet_jax.errors import ConfigError
 from gauntlet_jax.model import llama
 from gauntlet_jax.protocol.momentum import compress_tree
+from gauntlet_jax.sim.network import chain_pace
 from gauntlet_jax.validator.budget import ScoringPace, exact_count, window_seconds
-from gauntlet_jax.validator.evaluation import Screened, choose_exact
+from gauntlet_jax.validator.evaluation import Screened, choose_exact, exact_split
 from gauntlet_jax.validator.loss_delta import score_candidates
 from gauntlet_jax.validator.screen import random_gradient, screen_candidates
 from gauntlet_jax.validator.state import PeerRecord
@@ -114,29 +117,84 @@ def test_pace_is_a_moving_average_per_chunk() -> None:
     assert pace.chunk_s == pytest.approx(0.7 * 2.0 + 0.3 * 6.0)
 
 
-def test_choose_exact_takes_the_top_and_draws_the_rest_by_staleness(
-    tiny_config: Config,
-) -> None:
-    vcfg = dataclasses.replace(tiny_config.validator, screen_random_share=0.25)
+def _ledger(peers: list[int]) -> WindowLedger:
+    return WindowLedger.open({u: PeerRecord(uid=u) for u in peers}, peers)
+
+
+def test_exact_split_keeps_a_stalest_slot_from_two_slots() -> None:
+    assert [exact_split(n, 0.25) for n in range(6)] == [
+        (0, 0), (1, 0), (1, 1), (2, 1), (3, 1), (4, 1),
+    ]  # fmt: skip
+    assert exact_split(8, 0.25) == (6, 2)
+    assert exact_split(4, 0.0) == (3, 1)  # no share rounds the guarantee away
+    assert exact_split(3, 1.0) == (0, 3)
+
+
+def test_choose_exact_reaches_every_peer_within_the_bound(tiny_config: Config) -> None:
+    vcfg = dataclasses.replace(tiny_config.validator, screen_stalest_share=0.25)
     peers = list(range(20))
-    estimates = {u: float(u) for u in range(16)}  # 16..19: payload missing, no estimate
-    screened = Screened(estimates=estimates, nonfinite=[19], invalid=[18])
-    draws = set()
-    for window in range(30):
-        ledger = WindowLedger.open({u: PeerRecord(uid=u) for u in peers}, peers)
-        chosen = choose_exact(window, peers, screened, 8, ledger, 0, vcfg)
-        assert len(chosen) == len(set(chosen)) == 8
-        assert chosen[:6] == [15, 14, 13, 12, 11, 10]  # ⌈0.75·8⌉ by estimate
+    # The screen ranks uid 0 last, always; 16 and 17 have no payload (no estimate) and are
+    # eligible (chosen, they are slashed); 18 is invalid and 19 non-finite: never chosen.
+    screened = Screened(estimates={u: float(u) for u in range(16)}, nonfinite=[19], invalid=[18])
+    eligible, n = 18, 8
+    n_top, n_stalest = exact_split(n, 0.25)
+    bound = math.ceil((eligible - n_top) / n_stalest)
+    assert (n_top, bound) == (6, 6)
+    ledger = _ledger(peers)
+    last_chosen = {u: -1 for u in range(eligible)}
+    for window in range(40):
+        chosen = choose_exact(window, peers, screened, n, ledger, 0, vcfg)
+        assert len(chosen) == len(set(chosen)) == n
+        assert chosen[:n_top] == [15, 14, 13, 12, 11, 10]  # ⌈0.75·8⌉ by estimate
         assert not {18, 19} & set(chosen)
-        draws |= set(chosen[6:])
         assert all(ledger.peers[u].staleness == 1 for u in chosen)
-        assert all(ledger.peers[u].staleness == 2 for u in set(range(18)) - set(chosen))
-        assert ledger.peers[19].staleness == 1  # unscored this window: untouched
-    # The random share reaches low-ranked peers and peers without a payload.
-    assert 0 in draws or 1 in draws
-    assert 16 in draws or 17 in draws
-    again = WindowLedger.open({u: PeerRecord(uid=u) for u in peers}, peers)
-    ledger = WindowLedger.open({u: PeerRecord(uid=u) for u in peers}, peers)
-    assert choose_exact(3, peers, screened, 8, ledger, 0, vcfg) == choose_exact(
-        3, peers, screened, 8, again, 0, vcfg
-    )
+        assert ledger.peers[18].staleness == ledger.peers[19].staleness == 1  # untouched
+        for u in chosen:
+            last_chosen[u] = window
+        # Every eligible peer, the one ranked last among them, evaluated in the last `bound`.
+        assert all(window - w < bound for w in last_chosen.values()), (window, last_chosen)
+    # The 12 outside the top share the 2 stalest slots evenly: each every 6 windows exactly.
+    assert max(ledger.peers[u].staleness for u in range(eligible)) == bound
+
+
+def test_choose_exact_is_a_function_of_seed_window_and_state(tiny_config: Config) -> None:
+    vcfg = tiny_config.validator
+    peers = list(range(12))
+    screened = Screened(estimates={u: float(u) for u in peers})
+    picks = {w: choose_exact(w, peers, screened, 4, _ledger(peers), 0, vcfg) for w in range(6)}
+    assert picks == {
+        w: choose_exact(w, peers, screened, 4, _ledger(peers), 0, vcfg) for w in range(6)
+    }
+    assert all(p[:3] == [11, 10, 9] for p in picks.values())
+    # Equal staleness: the tie is broken by the window's draw, not by uid.
+    assert len({p[3] for p in picks.values()}) > 1
+    # A staler peer wins the stalest slot whatever the draw.
+    ledger = _ledger(peers)
+    ledger.peers[2] = dataclasses.replace(ledger.peers[2], staleness=5)
+    assert choose_exact(0, peers, screened, 4, ledger, 0, vcfg)[3] == 2
+
+
+def test_choose_exact_with_one_slot_or_none(tiny_config: Config) -> None:
+    vcfg = tiny_config.validator
+    peers = [3, 5, 7]
+    screened = Screened(estimates={3: 0.1, 5: float("-inf"), 7: 0.2}, nonfinite=[5])
+    assert choose_exact(0, peers, screened, 1, _ledger(peers), 0, vcfg) == [7]
+    ledger = _ledger(peers)
+    assert choose_exact(0, peers, screened, 0, ledger, 0, vcfg) == []
+    assert ledger.peers[3].staleness == ledger.peers[7].staleness == 2
+    assert choose_exact(0, [5], screened, 4, _ledger([5]), 0, vcfg) == []
+
+
+def test_the_simulated_pace_gives_the_configured_exact_count(tiny_config: Config) -> None:
+    cfg = with_overrides(tiny_config, ["validator.candidate_chunk=8"])
+    for per_window, count in [(8, 8), (16, 16), (12, 8), (4, 4), (64, 64)]:
+        c = with_overrides(cfg, [f"sim.exact_per_window={per_window}"])
+        pace = chain_pace(c)
+        pace.record_chunks(1e6, 1)  # host seconds do not move it
+        pace.record_other(1e6)
+        assert exact_count(pace, 100, c) == count  # whole chunks, at least the floor of 4
+    # 0: the host's measured pace, as a real validator.
+    measured = chain_pace(with_overrides(cfg, ["sim.exact_per_window=0"]))
+    assert type(measured) is ScoringPace and measured.chunk_s is None
+    with pytest.raises(ConfigError, match="exact_per_window"):
+        chain_pace(with_overrides(cfg, ["sim.exact_per_window=-1"]))

@@ -3,7 +3,8 @@
 Nothing here re-implements a rule. The chain is the embedded SQLite chain on a manual clock, the
 buckets are local directories whose "server clock" follows the chain's simulated time
 (`LocalBucket(clock=...)`), and every peer and the validator connect to them as real nodes do
-(`Node.connect`); the validator is the real one, started.
+(`Node.connect`); the validator is the real one, started. `chain_pace` is the scoring pace a
+simulation gives it (`sim.run`): the simulated network's, not this host's.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from gauntlet_jax.chain.keys import dev_hotkey
 from gauntlet_jax.chain.local import LocalChain
 from gauntlet_jax.config import Config, with_overrides
 from gauntlet_jax.data.corpus import TokenCorpus
+from gauntlet_jax.errors import ConfigError
 from gauntlet_jax.localchain import create_network
 from gauntlet_jax.node.metrics import METRICS_FILE
 from gauntlet_jax.node.network import Network
@@ -26,6 +28,7 @@ from gauntlet_jax.node.startup import Node
 from gauntlet_jax.protocol.schedule import first_block_of_window
 from gauntlet_jax.sim.peers import Honest
 from gauntlet_jax.storage.local import LocalBucket
+from gauntlet_jax.validator.budget import ScoringPace, window_seconds
 from gauntlet_jax.validator.loop import Validator
 
 SUMMARY_FILE = "summary.json"
@@ -55,6 +58,34 @@ class SimClock:
 
     def __call__(self) -> float:
         return self.chain.block_timestamp(self.chain.current_block()) + self.offset_s
+
+
+class ChainPace(ScoringPace):
+    """The simulated validator's scoring pace on the chain's clock (`sim.exact_per_window`):
+    fixed, so the budget of a simulated window does not follow this host's seconds (a window
+    lasts blocks_per_window · block_time_s of chain time, ~2 s on the tiny config, while the
+    host takes a minute over it)."""
+
+    def record_chunks(self, seconds: float, chunks: int) -> None:
+        """Host seconds are not the simulated network's: the pace stays as configured."""
+
+    def record_other(self, seconds: float) -> None:
+        """As `record_chunks`."""
+
+
+def chain_pace(cfg: Config) -> ScoringPace:
+    """The pace the simulated validator budgets with: `sim.exact_per_window` exact evaluations
+    in `score_budget_fraction` of the window, the window's other work inside the rest; a
+    measured pace (a plain `ScoringPace`) when the knob is 0."""
+    n = cfg.sim.exact_per_window
+    if n < 0:
+        raise ConfigError(f"sim.exact_per_window must be ≥ 0, got {n}")
+    if n == 0:
+        return ScoringPace()
+    chunks = n // max(1, cfg.validator.candidate_chunk)
+    budget_s = cfg.validator.score_budget_fraction * window_seconds(cfg)
+    # Half a chunk of slack, so that rounding in budget_s / chunk_s never drops a chunk.
+    return ChainPace(chunk_s=budget_s / (chunks + 0.5), other_s=0.0)
 
 
 def sim_config(cfg: Config, out_dir: Path, *, tensorboard: bool) -> Config:
@@ -161,9 +192,11 @@ def build_network(
 __all__ = [
     "SIM_ARTEFACTS",
     "SUMMARY_FILE",
+    "ChainPace",
     "SimClock",
     "SimNetwork",
     "build_network",
+    "chain_pace",
     "prepare_out_dir",
     "sim_config",
 ]

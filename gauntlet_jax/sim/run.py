@@ -4,7 +4,11 @@ computes the peers' payloads, `sim.baselines` and `sim.judging` give the summary
 
 Nothing here re-implements a rule. The validator is `Validator.process_window`, the peers' outer
 step is `Replica.apply_gathered` over `Network.gather_set` / `fetch_payloads`, and the peers'
-inner steps are one jitted `vmap` over a peer axis per distinct θ (`sim.training`).
+inner steps are one jitted `vmap` over a peer axis per distinct θ (`sim.training`). The one
+thing the simulation sets for the validator is its scoring pace: a simulated window lasts
+blocks_per_window · block_time_s of chain time, so the time budget counts the exact
+evaluations that window holds on the simulated network (`sim.exact_per_window`,
+`sim.network.chain_pace`), not this host's seconds.
 
 The timeline of chain window c (the loop's step), as a live network would produce it:
 
@@ -54,6 +58,7 @@ from gauntlet_jax.sim.network import (
     SUMMARY_FILE,
     SimNetwork,
     build_network,
+    chain_pace,
     prepare_out_dir,
     sim_config,
 )
@@ -121,6 +126,8 @@ class Simulation:
         self.corpus: TokenCorpus = open_corpus(cfg.data, progress=False)
         self.heldout = jnp.asarray(heldout_batches(self.corpus, cfg))
         self.net: SimNetwork = build_network(cfg, self.peers, self.corpus, self.out_dir)
+        # The validator budgets its exact evaluations in chain time (`sim.exact_per_window`).
+        self.net.validator.pace = chain_pace(cfg)
         self.clock = self.net.clock
         replica = self.net.validator.replica
         assert replica is not None

@@ -4,8 +4,8 @@
 With `validator.screen` (the default) every active peer's payload is screened first: the
 first-order estimate of its LossScore on the window's random pages (`validator.screen`). The
 peers then evaluated exactly are as many as the window's time budget holds
-(`validator.budget`): the top by estimate, plus a random share drawn by staleness from the rest
-so that no peer can hide from the exact evaluation. Without the screen the reference's selection
+(`validator.budget`): the top by estimate, plus a share given to the stalest others, so that
+every eligible peer is evaluated exactly within a bounded number of windows (`choose_exact`). Without the screen the reference's selection
 runs (staleness-weighted, from a random ordinal bin). Each exactly evaluated peer's own
 pseudo-gradient is scored by the loss change it makes on its own pages and on the random pages,
 one compiled chunk of candidates at a time (`loss_delta.score_candidates`); the scored peers are
@@ -232,6 +232,16 @@ def screen_peers(
     return out
 
 
+def exact_split(n: int, stalest_share: float) -> tuple[int, int]:
+    """(n_top, n_stalest): how many of a window's n exact slots go to the top estimates and how
+    many to the stalest peers: ⌈(1 − share)·n⌉ by estimate, but at least one stalest slot
+    whenever n ≥ 2 (so no share rounds the guarantee of `choose_exact` away)."""
+    n_top = min(n, math.ceil((1.0 - stalest_share) * n))
+    if n >= 2:
+        n_top = min(n_top, n - 1)
+    return n_top, n - n_top
+
+
 def choose_exact(
     window: int,
     eval_peers: list[int],
@@ -241,25 +251,38 @@ def choose_exact(
     seed: int,
     vcfg: ValidatorConfig,
 ) -> list[int]:
-    """The window's exactly evaluated peers: the top ⌈(1 − share)·n⌉ by screen estimate (ties
-    by uid), then the rest of the n drawn without replacement, by staleness, from every other
-    eval peer but the invalid and the non-finite ones (so a peer the screen ranks low, or one
-    whose payload is missing, is still drawn). Staleness counters are updated as by
-    `choose_eval_peers`."""
+    """The window's exactly evaluated peers, n = min(n_exact, eligible) of them, where the
+    eligible peers are the eval peers but the invalid and the non-finite ones (a peer whose
+    payload is missing is eligible: chosen, it is slashed as before). `exact_split` gives
+    n_top and n_stalest: the top n_top by screen estimate (ties by uid), then the n_stalest
+    eligible others with the largest staleness counters (ties in the order of a permutation
+    drawn from `window_rng(seed, window, "exact_share")`, so every validator process agrees).
+    Staleness counters are updated as by `choose_eval_peers` (chosen → 1, other eligible +1,
+    the left-out untouched).
+
+    The guarantee: with E eligible peers (every peer eligible at some point of the span) and
+    n fixed, every one of them is evaluated exactly at least once in any ⌈(E − n_top) /
+    n_stalest⌉ consecutive windows. A peer p not chosen in a window is passed over only for
+    peers at least as stale as it; each of those is reset to 1 when chosen, below p, and no
+    other peer can overtake p (all counters grow by one a window), so the peers ahead of p
+    among the E − n_top − 1 others outside the top shrink by n_stalest a window until p is
+    chosen. The rule cannot be gamed: a peer raises its counter only by going unevaluated,
+    which is what the rule repays with an evaluation, and a peer whose estimate is top is
+    evaluated anyway. With n = 1 (and share < 1) the one slot is the top estimate: there is
+    no stalest slot, and no bound."""
     peers = ledger.peers
     left_out = set(screened.nonfinite) | set(screened.invalid)
     eligible = [u for u in sorted(eval_peers) if u not in left_out]
     n = min(n_exact, len(eligible))
-    n_top = min(n, math.ceil((1.0 - vcfg.screen_random_share) * n))
+    n_top, _ = exact_split(n, vcfg.screen_stalest_share)
+    # Fewer estimates than n_top (missing payloads) leave more slots to the stalest.
     ranked = sorted(screened.estimates, key=lambda u: (-screened.estimates[u], u))
     chosen = ranked[:n_top]
-    rest = [u for u in eligible if u not in set(chosen)]
-    k = min(n - len(chosen), len(rest))
-    if k > 0:
-        rng = rating.window_rng(seed, window, "exact_share")
-        w = np.array([peers[u].staleness for u in rest], np.float64)
-        picks = rng.choice(len(rest), size=k, replace=False, p=w / w.sum())
-        chosen += [rest[int(i)] for i in picks]
+    top = set(chosen)
+    rest = [u for u in eligible if u not in top]
+    tiebreak = rating.window_rng(seed, window, "exact_share").permutation(len(rest))
+    by_staleness = sorted(range(len(rest)), key=lambda i: (-peers[rest[i]].staleness, tiebreak[i]))
+    chosen += [rest[i] for i in by_staleness[: n - len(chosen)]]
     staleness = {u: peers[u].staleness for u in eligible}
     for uid, s in rating.update_staleness(staleness, eligible, chosen).items():
         peers[uid] = dataclasses.replace(peers[uid], staleness=s)

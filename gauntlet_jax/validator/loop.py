@@ -6,7 +6,7 @@
      sync probes of window w−1 against θ_w → sync score, slash beyond `sync_max_steps`;
      index overlap between gather payloads → slash the later uploader;
   3. every active peer screened (the first-order estimate of its LossScore, `screen`); as many
-     peers as the window's time budget holds (`budget`; the top by estimate plus a random share)
+     peers as the window's time budget holds (`budget`; the top by estimate plus the stalest)
      scored exactly by the loss change of their own pseudo-gradient on their own pages and on the
      window's random pages, one compiled chunk at a time (`loss_delta.score_candidates`); b, BMA,
      OpenSkill, final scores;
