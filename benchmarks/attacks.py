@@ -8,6 +8,11 @@ Each run is the real simulator (`sim.run`) with `--honest` honest peers plus one
 run: the honest peers' and the attackers' share of the weights (mean over the run's last quarter,
 as the simulator's bars), the final held-out loss and its ratio to the all-honest run's. Bars:
 honest ≥ 90 %, attackers ≤ 2 %, loss ratio ≤ 1.02. Summaries land in OUT/<attack>/summary.json.
+
+Arms run as separate processes (`benchmarks/run_h200_attacks.sh`: one per arm on one GPU) use
+`--no-all-honest` for the attack arms, and the table is then built from their summaries:
+
+    python -m benchmarks.attacks --table-from runs/a/all_honest runs/a/alie runs/a/echo --out runs/a
 """
 
 from __future__ import annotations
@@ -77,6 +82,23 @@ def passed(rows: dict[str, dict]) -> dict[str, bool]:
     return out
 
 
+def report(rows: dict[str, dict], windows: int, out: Path) -> None:
+    """Prints the table and the bars' verdict; writes the table to out/attacks.md."""
+    text = table(rows)
+    print(text)
+    print(json.dumps({"windows": windows, "bars_passed": passed(rows)}, indent=1))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "attacks.md").write_text(text + "\n")
+
+
+def rows_from(dirs: Sequence[str]) -> dict[str, dict]:
+    """{arm: summary} from run directories (each holds summary.json); all_honest first."""
+    rows = {Path(d).name: json.loads((Path(d) / "summary.json").read_text()) for d in dirs}
+    if "all_honest" not in rows:
+        raise SystemExit("--table-from needs the all_honest run (the loss ratio's base)")
+    return {"all_honest": rows.pop("all_honest"), **rows}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.attacks", description=__doc__)
     parser.add_argument("--config", default="tiny")
@@ -86,21 +108,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--attacks", default=",".join(ATTACKS), help="comma-separated subset")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True)
+    parser.add_argument(
+        "--no-all-honest", action="store_true", help="skip the baseline run (and the table)"
+    )
+    parser.add_argument(
+        "--table-from", nargs="+", metavar="RUN_DIR", help="no runs: the table of these runs"
+    )
     args = parser.parse_args(argv)
+    if args.table_from:
+        rows = rows_from(args.table_from)
+        windows = rows["all_honest"]["windows"]
+        report(rows, windows, Path(args.out))
+        return 0
     chosen = [a for a in args.attacks.split(",") if a]
     unknown = sorted(set(chosen) - set(ATTACKS))
     if unknown:
         parser.error(f"unknown attacks {unknown}; known: {', '.join(ATTACKS)}")
     honest = f"honest:{args.honest}"
-    rows = {"all_honest": run_one("all_honest", honest, args)}
+    rows = {} if args.no_all_honest else {"all_honest": run_one("all_honest", honest, args)}
     for name in chosen:
         rows[name] = run_one(name, f"{honest},{ATTACKS[name]}", args)
         print(f"{name}: done", file=sys.stderr)
-    text = table(rows)
-    print(text)
-    verdict = passed(rows)
-    print(json.dumps({"windows": args.windows, "bars_passed": verdict}, indent=1))
-    (Path(args.out) / "attacks.md").write_text(text + "\n")
+    if "all_honest" in rows:
+        report(rows, args.windows, Path(args.out))
     return 0
 
 

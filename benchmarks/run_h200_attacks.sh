@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# The 100-window attack runs (issue 17) on ONE GPU: every arm (all_honest + the 4 attack groups of
+# benchmarks/attacks.py) under every defence setting is its own process, all at once, each with a
+# small slice of the GPU's memory and its own time limit. Repository root as cwd:
+#   OUT=/tmp/attacks bash benchmarks/run_h200_attacks.sh            # 100 windows
+#   WINDOWS=2 ARMS="all_honest alie" SETTINGS_RUN=defaults JAX_PLATFORMS=cpu \
+#     bash benchmarks/run_h200_attacks.sh                            # a CPU check
+# Defence settings: defaults; the ladder (escalating slash + negative-evaluation tracking); the
+# robust merge (protocol.merge_trim=1, a coordinate-wise trimmed mean). Back in $OUT (≤ 8 files):
+# attacks.md (one table per setting), summaries.json ({setting: {arm: summary}}), logs.txt (each
+# process' stderr tail and exit status), env.txt.
+set -u
+OUT=${OUT:-/tmp/attacks_out}
+WINDOWS=${WINDOWS:-100}
+ARMS=${ARMS:-all_honest alie echo sleeper data_skipper}
+SETTINGS_RUN=${SETTINGS_RUN:-defaults ladder trim1}
+RUN_S=${RUN_S:-540}  # each process' limit; the device call's own is 600 s
+PY=${PY:-python3}
+WORK=${WORK:-$(mktemp -d)}
+mkdir -p "$OUT" "$WORK"
+declare -A SETTINGS=(
+  [defaults]=""
+  [ladder]="--set validator.escalating_slash=true --set validator.negative_evaluation=true"
+  [trim1]="--set protocol.merge_trim=1"
+)
+export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
+export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.05}
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+if [ -d .devdeps ]; then export PYTHONPATH=$PYTHONPATH:$PWD/.devdeps; fi
+{
+  date -u
+  git log --oneline -1 2>/dev/null || echo "commit: see the call's record"
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>/dev/null || echo "no nvidia-smi"
+  "$PY" -c "import jax; print('jax', jax.__version__, jax.devices())"
+  echo "windows $WINDOWS arms $ARMS settings $SETTINGS_RUN run limit ${RUN_S}s"
+} >"$OUT/env.txt" 2>&1
+start=$SECONDS
+pids=()
+for setting in $SETTINGS_RUN; do
+  for arm in $ARMS; do
+    if [ "$arm" = all_honest ]; then sel=(--attacks ""); else sel=(--no-all-honest --attacks "$arm"); fi
+    # shellcheck disable=SC2086  # the setting's overrides are separate words on purpose
+    timeout -k 10 "$RUN_S" "$PY" -m benchmarks.attacks --windows "$WINDOWS" --out "$WORK/$setting" \
+      "${sel[@]}" ${SETTINGS[$setting]} >"$WORK/$setting.$arm.log" 2>&1 &
+    pids+=("$!:$setting.$arm")
+  done
+done
+for entry in "${pids[@]}"; do
+  wait "${entry%%:*}"
+  echo "== ${entry#*:} rc=$? after $((SECONDS - start))s" >>"$WORK/status"
+done
+{
+  cat "$WORK/status"
+  for f in "$WORK"/*.log; do echo "== $(basename "$f")"; tail -c 2000 "$f"; done
+} >"$OUT/logs.txt"
+: >"$OUT/attacks.md"
+for setting in $SETTINGS_RUN; do
+  dirs=()
+  for arm in $ARMS; do [ -f "$WORK/$setting/$arm/summary.json" ] && dirs+=("$WORK/$setting/$arm"); done
+  {
+    echo "## $setting (${SETTINGS[$setting]:-no overrides}), $WINDOWS windows"
+    echo
+    if [ ${#dirs[@]} -gt 0 ]; then
+      "$PY" -m benchmarks.attacks --table-from "${dirs[@]}" --out "$WORK/$setting" 2>&1
+    else
+      echo "no arm finished"
+    fi
+    echo
+  } >>"$OUT/attacks.md"
+done
+"$PY" - "$WORK" $ARMS >"$OUT/summaries.json" <<'PYEOF'
+import json, sys
+from pathlib import Path
+work, arms = Path(sys.argv[1]), sys.argv[2:]
+print(json.dumps({s.name: {a: json.loads((s / a / "summary.json").read_text())
+                           for a in arms if (s / a / "summary.json").is_file()}
+                  for s in sorted(work.iterdir()) if s.is_dir()}, indent=1))
+PYEOF
+cat "$OUT/attacks.md" "$WORK/status"
