@@ -14,6 +14,7 @@ OUT=${OUT:-/tmp/attacks_out}
 WINDOWS=${WINDOWS:-100}
 ARMS=${ARMS:-all_honest alie echo sleeper data_skipper}
 SETTINGS_RUN=${SETTINGS_RUN:-defaults ladder trim1}
+# EXTRA_SET: overrides for every run (e.g. --set data.tokenizer=PATH where mistral-common is missing).
 RUN_S=${RUN_S:-540}  # each process' limit; the device call's own is 600 s
 PY=${PY:-python3}
 WORK=${WORK:-$(mktemp -d)}
@@ -41,7 +42,7 @@ for setting in $SETTINGS_RUN; do
     if [ "$arm" = all_honest ]; then sel=(--attacks ""); else sel=(--no-all-honest --attacks "$arm"); fi
     # shellcheck disable=SC2086  # the setting's overrides are separate words on purpose
     timeout -k 10 "$RUN_S" "$PY" -m benchmarks.attacks --windows "$WINDOWS" --out "$WORK/$setting" \
-      "${sel[@]}" ${SETTINGS[$setting]} >"$WORK/$setting.$arm.log" 2>&1 &
+      "${sel[@]}" ${SETTINGS[$setting]} ${EXTRA_SET:-} >"$WORK/$setting.$arm.log" 2>&1 &
     pids+=("$!:$setting.$arm")
   done
 done
