@@ -5,10 +5,10 @@ With `validator.screen` (the default) every active peer's payload is screened fi
 first-order estimate of its LossScore on the window's random pages (`validator.screen`). The
 peers then evaluated exactly are as many as the window's time budget holds
 (`validator.budget`): the top by estimate, plus a share given to the stalest others, so that
-every eligible peer is evaluated exactly within a bounded number of windows (`choose_exact`). Without the screen the reference's selection
-runs (staleness-weighted, from a random ordinal bin). Each exactly evaluated peer's own
-pseudo-gradient is scored by the loss change it makes on its own pages and on the random pages,
-one compiled chunk of candidates at a time (`loss_delta.score_candidates`); the scored peers are
+every eligible peer is evaluated exactly within a bounded number of windows (`choose_exact`).
+Without the screen the reference's selection runs (staleness-weighted, from a random ordinal
+bin). Each exactly evaluated peer's own pseudo-gradient is scored by the loss change it makes on
+its own pages and on the random pages, one compiled chunk of candidates at a time (`loss_delta.score_candidates`); the scored peers are
 then rated as one OpenSkill match and their final scores refreshed. Screen values are never
 rated. All randomness derives from (seed, window).
 """
