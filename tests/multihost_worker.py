@@ -117,16 +117,16 @@ def main() -> int:
         flush=True,
     )
 
-    own_w = global_array(np.ones((K, N), np.float32), replicated)
-    rand_w = global_array(np.ones(N, np.float32), replicated)
+    own_n = global_array(np.full(K, N, np.int32), replicated)
+    rand_n = global_array(np.int32(N), replicated)
     deltas = score_candidates(
         params,
         stacked(K, 0),
         stacked(K, 1),
         own,
-        own_w,
+        own_n,
         rand,
-        rand_w,
+        rand_n,
         jnp.float32(decision["beta"]),
         model_cfg=cfg.model,
         plan=plan,

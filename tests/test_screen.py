@@ -59,7 +59,7 @@ def test_screen_ranks_candidates_as_the_exact_random_score(setup) -> None:
     est = np.asarray(screen_candidates(grad, loss, idx, vals, beta, plan=plan))
     own = jnp.asarray(np.repeat(rand[None], k, 0))
     exact = score_candidates(
-        params, idx, vals, own, jnp.ones((k, 2)), jnp.asarray(rand), jnp.ones(2), beta,
+        params, idx, vals, own, jnp.full(k, 2, jnp.int32), jnp.asarray(rand), jnp.int32(2), beta,
         model_cfg=cfg.model, plan=plan, chunk=k,
     )  # fmt: skip
     drop = (float(exact.random_before) - np.asarray(exact.random_after)) / float(

@@ -64,9 +64,9 @@ def bench_score(cfg: Config, opts: Options, machine: Machine) -> Measured:
     del payloads
     rng = np.random.default_rng(opts.seed)
     own = on_peers(random_tokens(rng, (k, n_own, b, t), cfg), ("peers", None, "data", None))
-    own_w = on_peers(np.ones((k, n_own), np.float32), ("peers", None))
+    own_n = on_peers(np.full(k, n_own, np.int32), ("peers",))
     rand = on_peers(random_tokens(rng, (n_rand, b, t), cfg), (None, "data", None))
-    rand_w = on_peers(np.ones((n_rand,), np.float32), (None,))
+    rand_n = on_peers(np.int32(n_rand), ())
     beta = jnp.float32(cfg.validator.eval_lr_factor * cfg.protocol.learning_rate)
 
     def run() -> Any:
@@ -75,9 +75,9 @@ def bench_score(cfg: Config, opts: Options, machine: Machine) -> Measured:
             idx,
             vals,
             own,
-            own_w,
+            own_n,
             rand,
-            rand_w,
+            rand_n,
             beta,
             model_cfg=cfg.model,
             plan=plan,

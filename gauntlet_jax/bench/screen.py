@@ -123,12 +123,12 @@ def bench_screen(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
 
     n_exact = min(args.exact, len(candidates))
     own = jnp.asarray(np.stack([batches_for(corpus, u, 0, cfg)[:1] for u in range(chunk)]))
-    own_w, rand_w = jnp.ones((chunk, 1)), jnp.ones(len(rand))
+    own_n, rand_n = jnp.ones(chunk, jnp.int32), jnp.int32(len(rand))
 
     def exact(span: range) -> np.ndarray:
         idx, vals = padded(span)
         d = score_candidates(
-            params, idx, vals, own, own_w, rand, rand_w, beta,
+            params, idx, vals, own, own_n, rand, rand_n, beta,
             model_cfg=cfg.model, plan=plan, chunk=chunk, normalise=cfg.protocol.normalise,
         )  # fmt: skip
         before = float(d.random_before)

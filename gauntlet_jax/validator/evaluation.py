@@ -36,7 +36,12 @@ from gauntlet_jax.node.network import Fetched, Network, pad_to
 from gauntlet_jax.node.replica import Replica
 from gauntlet_jax.validator import checks, ladder, overlap, rating, weights
 from gauntlet_jax.validator.budget import ScoringPace, exact_count
-from gauntlet_jax.validator.loss_delta import LossDeltas, pad_batches, score_candidates
+from gauntlet_jax.validator.loss_delta import (
+    LossDeltas,
+    pad_batches,
+    score_candidates,
+    static_batch_count,
+)
 from gauntlet_jax.validator.screen import random_gradient, screen_candidates
 from gauntlet_jax.validator.window_record import WindowLedger
 
@@ -87,6 +92,12 @@ def _chunks(n: int, chunk: int) -> list[range]:
     return [range(s, min(s + chunk, n)) for s in range(0, n, chunk)]
 
 
+def padded_random(rand: np.ndarray) -> tuple[np.ndarray, int]:
+    """The window's random batches padded to `static_batch_count`, and their real count."""
+    padded, counts = pad_batches([rand], static_batch_count(len(rand)))
+    return padded[0], int(counts[0])
+
+
 def score_payloads(
     replica: Replica,
     cfg: Config,
@@ -96,20 +107,22 @@ def score_payloads(
     beta: float,
 ) -> LossDeltas:
     """Loss deltas of candidates (`score_candidates`) at static shapes: one compiled call per
-    chunk of `candidate_chunk` payloads (the last padded; absent ones weigh nothing), so any
-    number of candidates runs the same program; everything placed on the node's mesh."""
+    chunk of `candidate_chunk` payloads (the last padded; absent ones weigh nothing), batch
+    counts padded to `static_batch_count`, so any number of candidates and of batches runs one
+    of a few programs; everything placed on the node's mesh."""
     vcfg = cfg.validator
     placement = replica.placement
     chunk = max(1, vcfg.candidate_chunk)
-    n_static = max(len(b) for b in own)
-    rand_p = placement.place_tokens(rand, ("micro", "batch", "seq"))
-    rand_w = placement.place_replicated(np.ones(len(rand), np.float32))
+    n_static = static_batch_count(max(len(b) for b in own))
+    rand_padded, rand_n = padded_random(rand)
+    rand_p = placement.place_tokens(rand_padded, ("micro", "batch", "seq"))
+    rand_n_p = placement.place_replicated(np.int32(rand_n))
     beta_p = placement.place_replicated(np.float32(beta))
     parts = []
     for span in _chunks(len(payloads), chunk):
         own_c = [own[i] for i in span]
-        own_KNBT, own_w = pad_batches(pad_to(own_c, chunk, own_c[0]), n_static)
-        own_w[len(own_c) :] = 0.0
+        own_KNBT, own_n = pad_batches(pad_to(own_c, chunk, own_c[0]), n_static)
+        own_n[len(own_c) :] = 0
         idx, vals, _ = stack_payloads(pad_to([payloads[i] for i in span], chunk), replica.plan)
         idx, vals = placement.place_payloads(idx, vals)
         deltas = score_candidates(
@@ -117,9 +130,9 @@ def score_payloads(
             idx,
             vals,
             placement.place_tokens(own_KNBT, ("peers", "micro", "batch", "seq")),
-            placement.place_replicated(own_w),
+            placement.place_replicated(own_n),
             rand_p,
-            rand_w,
+            rand_n_p,
             beta_p,
             model_cfg=cfg.model,
             plan=replica.plan,
@@ -139,11 +152,16 @@ def screen_payloads(
     replica: Replica, cfg: Config, payloads: list[Any], rand: np.ndarray, beta: float
 ) -> np.ndarray:
     """The screen (`screen.screen_candidates`) of every payload: one gradient of the random
-    pages, then one compiled call per chunk of `candidate_chunk` payloads. [len(payloads)]."""
+    pages (padded as `score_payloads` pads them), then one compiled call per chunk of
+    `candidate_chunk` payloads. [len(payloads)]."""
     placement = replica.placement
     chunk = max(1, cfg.validator.candidate_chunk)
+    rand_padded, rand_n = padded_random(rand)
     grad, loss = random_gradient(
-        replica.params, placement.place_tokens(rand, ("micro", "batch", "seq")), cfg.model
+        replica.params,
+        placement.place_tokens(rand_padded, ("micro", "batch", "seq")),
+        cfg.model,
+        placement.place_replicated(np.int32(rand_n)),
     )
     beta_p = placement.place_replicated(np.float32(beta))
     out = []

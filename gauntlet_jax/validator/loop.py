@@ -76,6 +76,7 @@ from gauntlet_jax.validator.evaluation import (
     rate_scored,
     score_payloads,
     screen_payloads,
+    window_pages,
 )
 from gauntlet_jax.validator.publish import (
     announce_start_window,
@@ -152,12 +153,14 @@ class Validator:
 
     def warm_up(self) -> None:
         """Compiles scoring, the screen, the outer step and the probes on throwaway inputs (the
-        first real window would otherwise spend a minute compiling while the network moves on).
-        The pace of the time budget is measured on real windows: the first one evaluates
-        `uids_per_window` peers exactly."""
+        first real window would otherwise spend a minute compiling while the network moves on),
+        at the padded batch count of window 0's random pages (peers' own pages yield
+        about as many; a window whose pages pad to another count compiles once, then never
+        again). The pace of the time budget is measured on real windows: the first one
+        evaluates `uids_per_window` peers exactly."""
         replica = new_replica(self.cfg, 0, self.placement)
-        shape = (1, self.cfg.data.batch_size, self.cfg.model.seq_len)
-        own = np.zeros(shape, np.int32)
+        rand = window_pages(0, replica, self.corpus, self.cfg, self.state.seed).rand
+        own = np.zeros_like(rand)
         score_payloads(replica, self.cfg, [None], [own], own, 0.0)
         if self.vcfg.screen:
             screen_payloads(replica, self.cfg, [None], own, 0.0)

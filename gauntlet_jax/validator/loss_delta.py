@@ -7,8 +7,10 @@ candidate is an array axis: `vmap` over candidates inside a `lax.map` over chunk
 `candidate_chunk`, so memory holds one chunk of trial parameters at a time and the whole window is
 one compiled program. The random "before" loss is shared by every candidate and computed once.
 
-Batches arrive padded to static shapes with a per-batch weight (1 real, 0 padding), so the number
-of pages a peer's assignment yields never triggers a recompile.
+Batches arrive padded to a few static counts (`static_batch_count`: powers of two) with the
+number of real ones beside them, so the number of batches a window's pages yield triggers at
+most a handful of compiles over a validator's life, and padding costs no compute: each loss loop
+stops at its real count.
 """
 
 from __future__ import annotations
@@ -46,17 +48,19 @@ class LossDeltas(NamedTuple):
 
 
 def mean_loss(
-    params: llama.Params, batches_NBT: jax.Array, weights_N: jax.Array, cfg: ModelConfig
+    params: llama.Params, batches_NBT: jax.Array, n_valid: jax.Array, cfg: ModelConfig
 ) -> jax.Array:
-    """Exact token-mean cross-entropy over the weighted batches (weight 0 = padding)."""
+    """Exact token-mean cross-entropy over the first `n_valid` of the N batches (the rest are
+    padding and are not computed; under vmap, not past the largest count of the batch)."""
 
-    def body(carry: tuple[jax.Array, jax.Array], xs: tuple[jax.Array, jax.Array]) -> Any:
-        tokens_BT, weight = xs
-        total, count = llama.loss_and_count(params, tokens_BT, cfg)
-        return (carry[0] + weight * total, carry[1] + weight * count), None
+    def body(i: jax.Array, carry: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+        total, count = llama.loss_and_count(params, batches_NBT[i], cfg)
+        return carry[0] + total, carry[1] + count
 
+    batches_NBT = jnp.asarray(batches_NBT)
     zero = jnp.zeros((), jnp.float32)
-    (total, count), _ = jax.lax.scan(body, (zero, zero), (batches_NBT, weights_N))
+    n = jnp.clip(n_valid, 0, batches_NBT.shape[0])
+    total, count = jax.lax.fori_loop(0, n, body, (zero, zero))
     return total / jnp.maximum(count, 1.0)
 
 
@@ -92,9 +96,9 @@ def score_candidates(
     idx: Any,
     vals: Any,
     own_KNBT: jax.Array,
-    own_weights_KN: jax.Array,
+    own_counts_K: jax.Array,
     random_NBT: jax.Array,
-    random_weights_N: jax.Array,
+    random_count: jax.Array,
     beta: jax.Array,
     *,
     model_cfg: ModelConfig,
@@ -105,25 +109,27 @@ def score_candidates(
     """Loss before/after the trial step for K candidates at once.
 
     `idx`/`vals` are the candidates' decoded payloads stacked on a leading K axis (as
-    `compress.codec.stack_payloads` builds them); `own_KNBT` holds each candidate's own batches.
+    `compress.codec.stack_payloads` builds them); `own_KNBT` holds each candidate's own batches,
+    the first `own_counts_K[k]` of them real (`pad_batches`), and the first `random_count` of
+    `random_NBT` are the random pages' batches.
     `normalise` is `protocol.normalise`: the trial sign is the outer step's over one peer.
     """
     k = own_KNBT.shape[0]
     chunk = max(1, min(chunk, k))
     n_chunks = -(-k // chunk)
     current = for_compute(params, model_cfg)
-    random_before = mean_loss(current, random_NBT, random_weights_N, model_cfg)
+    random_before = mean_loss(current, random_NBT, random_count, model_cfg)
 
-    def one(c_idx: Any, c_vals: Any, own_NBT: jax.Array, own_w_N: jax.Array) -> Any:
+    def one(c_idx: Any, c_vals: Any, own_NBT: jax.Array, own_n: jax.Array) -> Any:
         trial = trial_params(params, single_peer_sign(c_idx, c_vals, plan, normalise), beta)
         trial = for_compute(trial, model_cfg)
         return (
-            mean_loss(current, own_NBT, own_w_N, model_cfg),
-            mean_loss(trial, own_NBT, own_w_N, model_cfg),
-            mean_loss(trial, random_NBT, random_weights_N, model_cfg),
+            mean_loss(current, own_NBT, own_n, model_cfg),
+            mean_loss(trial, own_NBT, own_n, model_cfg),
+            mean_loss(trial, random_NBT, random_count, model_cfg),
         )
 
-    per_candidate = (idx, vals, own_KNBT, own_weights_KN)
+    per_candidate = (idx, vals, own_KNBT, own_counts_K)
     chunked = jax.tree.map(
         lambda x: x.reshape((n_chunks, chunk, *x.shape[1:])),
         _pad_leading(per_candidate, n_chunks * chunk),
@@ -134,18 +140,26 @@ def score_candidates(
     return LossDeltas(own_before, own_after, random_before, random_after)
 
 
-def pad_batches(batches: list[np.ndarray], n_batches: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stacks per-candidate [n_i, B, T] batch arrays into [K, n_batches, B, T] plus weights [K, N].
+def static_batch_count(n: int) -> int:
+    """The padded batch count for n real batches: the next power of two. A window's pages yield
+    a count that varies with its documents' lengths; padding to powers of two bounds the
+    compiled programs by log2 of the largest count, where every new count would compile."""
+    if n < 1:
+        raise ValueError(f"static_batch_count needs at least one batch, got {n}")
+    return 1 << (n - 1).bit_length()
 
-    Extra batches beyond `n_batches` are dropped; missing ones are zero-weight padding.
-    """
+
+def pad_batches(batches: list[np.ndarray], n_batches: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stacks per-candidate [n_i, B, T] batch arrays into [K, n_batches, B, T] plus each one's
+    count of real batches, int32 [K]. Batches beyond `n_batches` are dropped; missing ones are
+    zero padding."""
     if not batches:
         raise ValueError("pad_batches needs at least one candidate")
     _, b, t = batches[0].shape
     out = np.zeros((len(batches), n_batches, b, t), np.int32)
-    weights = np.zeros((len(batches), n_batches), np.float32)
+    counts = np.zeros(len(batches), np.int32)
     for i, arr in enumerate(batches):
         n = min(n_batches, arr.shape[0])
         out[i, :n] = arr[:n]
-        weights[i, :n] = 1.0
-    return out, weights
+        counts[i] = n
+    return out, counts

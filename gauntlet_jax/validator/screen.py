@@ -36,11 +36,15 @@ from gauntlet_jax.protocol.outer import single_peer_sign
 
 
 def random_gradient(
-    params: llama.Params, random_NBT: jax.Array, model_cfg: ModelConfig
+    params: llama.Params,
+    random_NBT: jax.Array,
+    model_cfg: ModelConfig,
+    n_valid: jax.Array | int | None = None,
 ) -> tuple[llama.Params, jax.Array]:
-    """(∇L_random(θ), L_random(θ)): the mean of the random batches' gradients and losses (the
-    miner's accumulation, so memory holds one micro-batch's activations)."""
-    return accumulate_grads(params, random_NBT, model_cfg)
+    """(∇L_random(θ), L_random(θ)): the mean of the first `n_valid` random batches' gradients
+    and losses (all when None; the rest is padding, not computed). The miner's accumulation,
+    so memory holds one micro-batch's activations."""
+    return accumulate_grads(params, random_NBT, model_cfg, n_valid)
 
 
 @functools.partial(jax.jit, static_argnames=("plan", "normalise"))
