@@ -7,8 +7,10 @@ Variants are config overrides of the same model (`model.remat=false` is the ship
 add more with `--variant NAME=key=value[,key=value]`. Each variant prints one JSON line: the
 op counts (`copy`, `copy-start`, `dynamic-update-slice` whose update is a broadcast, and every
 `dynamic-update-slice`), the compiled program's bytes of temporaries, and tokens/s (median of
-`--repeats` synchronised calls after one warm-up). On CPU the counts are of the CPU program; run
-it on the GPU for the GPU's.
+`--repeats` synchronised calls after one warm-up). Every variant after the first also reports how
+many gradient coordinates (and whether the loss) differ from the first variant's on the same
+backend, and the largest absolute difference: remat must not change what a miner sends. On CPU
+the counts are of the CPU program; run it on the GPU for the GPU's.
 """
 
 from __future__ import annotations
@@ -49,7 +51,26 @@ def hlo_op_counts(hlo_text: str) -> dict[str, int]:
     }
 
 
-def measure(config: str, overrides: Sequence[str], micro: int, repeats: int) -> dict:
+def gradient_difference(reference: tuple, other: tuple) -> dict:
+    """How far `other` = (grads, loss) is from `reference`: differing coordinates, on device."""
+    ref_leaves, other_leaves = jax.tree.leaves(reference[0]), jax.tree.leaves(other[0])
+    differing = sum(
+        int(jax.numpy.sum(a != b)) for a, b in zip(ref_leaves, other_leaves, strict=True)
+    )
+    max_abs = max(
+        float(jax.numpy.max(jax.numpy.abs(a - b)))
+        for a, b in zip(ref_leaves, other_leaves, strict=True)
+    )
+    return {
+        "grad_coordinates": sum(a.size for a in ref_leaves),
+        "grad_differing": differing,
+        "grad_max_abs_diff": max_abs,
+        "loss_identical": bool(reference[1] == other[1]),
+    }
+
+
+def measure(config: str, overrides: Sequence[str], micro: int, repeats: int) -> tuple[dict, tuple]:
+    """(the variant's record, its (grads, loss) for comparison with the other variants)."""
     cfg = load_config(config, overrides)
     mesh = sharding.make_mesh(cfg.mesh)
     params = sharding.init_sharded_params(cfg.model, jax.random.key(0), mesh)
@@ -61,13 +82,13 @@ def measure(config: str, overrides: Sequence[str], micro: int, repeats: int) -> 
     compiled = grad._accumulate_grads.lower(params, batches, cfg.model, count).compile()
     memory = compiled.memory_analysis()
     counts = hlo_op_counts(compiled.as_text())
-    jax.block_until_ready(compiled(params, batches, count))
+    output = jax.block_until_ready(compiled(params, batches, count))
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         jax.block_until_ready(compiled(params, batches, count))
         times.append(time.perf_counter() - start)
-    return {
+    record = {
         "config": config,
         "overrides": list(overrides),
         "device": jax.devices()[0].device_kind,
@@ -76,6 +97,7 @@ def measure(config: str, overrides: Sequence[str], micro: int, repeats: int) -> 
         "temp_bytes": getattr(memory, "temp_size_in_bytes", None),
         **counts,
     }
+    return record, output
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -89,8 +111,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     for spec in args.variant:
         name, _, rest = spec.partition("=")
         variants[name] = tuple(o for o in rest.split(",") if o)
+    reference = None
     for name, overrides in variants.items():
-        record = measure(args.config, overrides, args.micro_batches, args.repeats)
+        record, output = measure(args.config, overrides, args.micro_batches, args.repeats)
+        if reference is None:
+            reference = output
+        else:
+            record.update(gradient_difference(reference, output))
+        del output
         print(json.dumps({"variant": name, **record}), flush=True)
     return 0
 
