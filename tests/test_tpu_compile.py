@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -70,7 +71,9 @@ def test_every_documented_topology_is_known_to_libtpu() -> None:
 @needs_libtpu
 def test_1b2_gradient_step_fits_a_v5e_16_slice() -> None:
     cfg = load_config("tpu-v5e-16")
-    assert cfg.model == load_config("1b2").model
+    # The same model as 1b2; remat is each config's own choice of how to run it.
+    no_remat = {"remat": False, "remat_policy": "nothing"}
+    assert replace(cfg.model, **no_remat) == replace(load_config("1b2").model, **no_remat)
     report = compile_step(cfg, "v5e:4x4", "grad")
     mem = report["memory_per_device"]
     assert report["device_kind"] == "TPU v5 lite" and report["devices"] == 16
