@@ -23,6 +23,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from tqdm import tqdm
+
 from gauntlet_jax.config import load_config, with_overrides
 from gauntlet_jax.sim.judging import ADVERSARY_CLASS_BAR, HONEST_SHARE_BAR
 from gauntlet_jax.sim.kinds import build_peers, parse_peers
@@ -45,11 +47,20 @@ def run_one(name: str, spec: str, args: argparse.Namespace) -> dict:
         scenario=f"attack-{name}",
         peers_spec=spec,
         eval_every=args.windows,
-        progress=False,
         seed=args.seed,
     )
+
+    # A window-by-window bar on stderr: an arm cut by its time limit still shows how far it got.
+    def bar(**kwargs: object) -> tqdm:
+        return tqdm(**{**kwargs, "desc": name}, mininterval=10)
+
     return run_simulation(
-        cfg, build_peers(parse_peers(spec)), Path(args.out) / name, options, force=True
+        cfg,
+        build_peers(parse_peers(spec)),
+        Path(args.out) / name,
+        options,
+        force=True,
+        progress_factory=bar,
     )
 
 

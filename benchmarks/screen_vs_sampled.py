@@ -68,7 +68,6 @@ def run_arm(arm: str, args: argparse.Namespace) -> dict[str, Any]:
         scenario=f"screen_vs_sampled-{arm}",
         peers_spec=PEERS,
         eval_every=args.windows,
-        progress=False,
         expected_order=EXPECTED_ORDER,
         seed=args.seed,
     )

@@ -152,7 +152,7 @@ def run(tmp_path_factory: pytest.TempPathFactory, tiny_config: Config) -> Run:
     peers: list[Honest] = [Honest(u, None, i, len(HONEST)) for i, u in enumerate(HONEST)]
     fifo, predater = FifoPeer(FIFO, None, 0, 1), PreDater(PREDATER, None, 0, 1)
     peers += [fifo, predater, Copycat(COPIER, None, 0, 1)]
-    options = SimOptions(windows=WINDOWS, progress=False, eval_every=WINDOWS)
+    options = SimOptions(windows=WINDOWS, eval_every=WINDOWS)
     sim = Simulation(cfg, peers, out, options)
     sim.setup()
     cfg = sim.cfg

@@ -80,7 +80,6 @@ class SimOptions:
     baselines: tuple[str, ...] = ()
     eval_every: int = 1
     shard_peers: bool = False
-    progress: bool = True
     tensorboard: bool = False
     # Kinds in the order their ratings should end up (Figure 2), for the separation figure.
     expected_order: tuple[str, ...] = ()
