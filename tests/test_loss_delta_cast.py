@@ -23,9 +23,8 @@ def test_cast_once_gives_the_same_bf16_losses_and_keeps_norms_fp32(tiny_config: 
     assert cast["final_norm"].dtype == jnp.float32
     assert cast["layers"]["attn_norm"].dtype == jnp.float32
     tokens = np.random.default_rng(0).integers(3, 1000, (2, 2, 16)).astype(np.int32)
-    ones = jnp.ones(2, jnp.float32)
-    want = mean_loss(params, tokens, ones, cfg)
-    got = mean_loss(cast, tokens, ones, cfg)
+    want = mean_loss(params, tokens, jnp.int32(2), cfg)
+    got = mean_loss(cast, tokens, jnp.int32(2), cfg)
     np.testing.assert_allclose(float(got), float(want), rtol=1e-6)
 
 
