@@ -9,7 +9,7 @@ op counts (`copy`, `copy-start`, `dynamic-update-slice` whose update is a broadc
 `dynamic-update-slice`), the compiled program's bytes of temporaries, and tokens/s (median of
 `--repeats` synchronised calls after one warm-up). Every variant after the first also reports how
 many gradient coordinates (and whether the loss) differ from the first variant's on the same
-backend, and the largest absolute difference: remat must not change what a miner sends. On CPU
+backend, and the largest absolute difference: how far remat moves what a miner sends. On CPU
 the counts are of the CPU program; run it on the GPU for the GPU's.
 """
 
