@@ -606,13 +606,17 @@ def free_port() -> int:
 
 
 class ChopsticksNode:
-    """The real subtensor runtime (wasm from the chain spec) run by Chopsticks on 127.0.0.1,
-    building a block per extrinsic (`--build-block-mode Instant`); no network access needed."""
+    """The real subtensor runtime (wasm from the chain spec) run by Chopsticks on 127.0.0.1; no
+    network access needed. It builds a block per extrinsic (`build_block_mode="Instant"`), or
+    only when told to (`"Manual"`: `dev_newBlock`, extrinsics wait in the pool meanwhile)."""
 
-    def __init__(self, binary: str, chain_spec: Path, log_path: Path) -> None:
+    def __init__(
+        self, binary: str, chain_spec: Path, log_path: Path, build_block_mode: str = "Instant"
+    ) -> None:
         self.binary = binary
         self.chain_spec = chain_spec
         self.log_path = log_path
+        self.build_block_mode = build_block_mode
         self.port = free_port()
         self._proc: subprocess.Popen | None = None
 
@@ -626,7 +630,7 @@ class ChopsticksNode:
             "--genesis",
             str(self.chain_spec),
             "--build-block-mode",
-            "Instant",
+            self.build_block_mode,
             "--host",
             "127.0.0.1",
             "--port",

@@ -1,25 +1,29 @@
 """One contract, two chains: the embedded SQLite chain and the real subtensor runtime.
 
-The real runtime is subtensor spec 218 from `../shared/chain/raonet.json`, executed by Chopsticks
-(`--build-block-mode Instant`, 127.0.0.1, no network). Its setup goes through real extrinsics
-where the runtime allows: sudo lifts the network rate limit, Alice registers a new subnet with
-Bob's hotkey as owner, Charlie and Dave burn-register. Balances, the sudo key and subnet
-hyper-parameters that have no quick extrinsic (validator permits) are set with Chopsticks'
-`dev_setStorage`. Every test then runs the same assertions on both backends.
+The real runtime is subtensor spec 218 executed by Chopsticks (`--build-block-mode Instant`,
+127.0.0.1, no network), its subnet set up as `chopsticks_subnet` describes: the subnet owner's
+hotkey is the validator (uid 0), two burn-registered miners follow. Every test then runs the same
+assertions on both backends.
 """
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
-from chain_node import ChopsticksNode
+from chopsticks_subnet import (
+    MINER,
+    OTHER,
+    OUTSIDER,
+    VALIDATOR,
+    chopsticks_node,
+    set_subnet_params,
+    setup_real_subnet,
+)
 
 from gauntlet_jax.chain import Chain, base
 from gauntlet_jax.chain import errors as chain_errors
@@ -28,7 +32,6 @@ from gauntlet_jax.chain.keys import dev_hotkey
 from gauntlet_jax.chain.local import LocalChain
 from gauntlet_jax.chain.subtensor import SubtensorChain
 
-VALIDATOR, MINER, OTHER, OUTSIDER, SUDO = (dev_hotkey(i) for i in (1, 2, 3, 4, 0))
 RATE_LIMIT = 3
 
 
@@ -114,55 +117,15 @@ def local_net(tmp_path_factory):
 # -------------------------------------------------------------------------------- chopsticks
 
 
-def _setup_real_subnet(chain: SubtensorChain) -> int:
-    """Funds dev accounts, makes Alice sudo, registers a subnet owned by Bob's hotkey and
-    burn-registers Charlie and Dave. Returns the new netuid."""
-    si = chain.substrate
-    account = {"providers": 1, "data": {"free": "1000000000000000000"}}
-    keys = (SUDO, VALIDATOR, MINER, OTHER, OUTSIDER)
-    si.rpc_request(
-        "dev_setStorage",
-        [
-            {
-                "System": {"Account": [[[k.ss58_address], account] for k in keys]},
-                "Sudo": {"Key": SUDO.ss58_address},
-            }
-        ],
-    )
-    sudo = chain.with_hotkey(SUDO)
-    inner = si.compose_call("AdminUtils", "sudo_set_network_rate_limit", {"rate_limit": 0})
-    sudo.submit("Sudo", "sudo", {"call": inner})
-    netuid = int(si.query("SubtensorModule", "TotalNetworks").value)
-    sudo.submit(
-        "SubtensorModule", "register_network", {"hotkey": VALIDATOR.ss58_address, "mechid": 1}
-    )
-    assert si.query("SubtensorModule", "NetworksAdded", [netuid]).value, (
-        "register_network made no subnet"
-    )
-    for key in (MINER, OTHER):
-        chain.with_hotkey(key).submit(
-            "SubtensorModule", "burned_register", {"netuid": netuid, "hotkey": key.ss58_address}
-        )
-    return netuid
-
-
 @pytest.fixture(scope="module")
 def chopsticks_net(shared_dir, tmp_path_factory):
-    binary = os.environ.get("GAUNTLET_CHOPSTICKS")
-    if not binary or not Path(binary).exists():
-        pytest.skip(
-            "GAUNTLET_CHOPSTICKS is unset (.ci/run installs @acala-network/chopsticks@1.5.1)"
-        )
-    node = ChopsticksNode(
-        binary,
-        shared_dir / "chain" / "raonet.json",
-        tmp_path_factory.mktemp("chopsticks") / "log.txt",
-    )
     started = time.monotonic()
-    node.start()
+    node = chopsticks_node(
+        shared_dir, tmp_path_factory.mktemp("chopsticks") / "log.txt", build_block_mode="Instant"
+    )
     try:
         root = SubtensorChain(node.url, None, timeout_s=120)
-        netuid = _setup_real_subnet(root)
+        netuid = setup_real_subnet(root)
         print(
             f"\nchopsticks: up and subnet {netuid} registered in {time.monotonic() - started:.1f} s"
         )
@@ -171,17 +134,6 @@ def chopsticks_net(shared_dir, tmp_path_factory):
         def advance(n: int) -> None:
             if n > 0:
                 si.rpc_request("dev_newBlock", [{"count": n}])
-
-        def set_params(**params: Any) -> None:
-            storage = {
-                "rate_limit": "WeightsSetRateLimit",
-                "version_key": "WeightsVersionKey",
-                "commit_reveal": "CommitRevealWeightsEnabled",
-                "tempo": "Tempo",
-                "permits": "ValidatorPermit",
-            }
-            values = {storage[k]: [[[netuid], v]] for k, v in params.items()}
-            si.rpc_request("dev_setStorage", [{"SubtensorModule": values}])
 
         def set_u16(
             chain: SubtensorChain, uids: list[int], values: list[int], version: int
@@ -200,7 +152,7 @@ def chopsticks_net(shared_dir, tmp_path_factory):
             miner=root.with_hotkey(MINER),
             outsider=root.with_hotkey(OUTSIDER),
             advance=advance,
-            set_params=set_params,
+            set_params=lambda **params: set_subnet_params(root, netuid, **params),
             set_u16=set_u16,
             unchecked=lambda chain, uids, weights, version: chain.set_weights(
                 netuid, uids, weights, version, precheck=False
@@ -349,6 +301,20 @@ def test_burned_registration_and_status_on_the_real_runtime(chopsticks_net):
     assert chain.metagraph(net.netuid).uid_of(newcomer.ss58_address) == uid
     assert before - chain.free_balance(OUTSIDER.ss58_address) >= cost
     assert chain.burned_register(net.netuid, OUTSIDER) == uid  # already registered: no-op
+    # The runtime recorded OUTSIDER as the hotkey's owner: another coldkey cannot register it on
+    # another subnet, and is told so before anything is sent (its balance is untouched).
+    si = chain.substrate
+    other_netuid = next(
+        n for n in range(1, net.netuid) if si.query("SubtensorModule", "NetworksAdded", [n]).value
+    )
+    assert si.query("SubtensorModule", "Owner", [newcomer.ss58_address]).value == (
+        OUTSIDER.ss58_address
+    )
+    miner_balance = chain.free_balance(MINER.ss58_address)
+    with pytest.raises(chain_errors.ColdkeyMismatch, match=OUTSIDER.ss58_address):
+        chain.burned_register(other_netuid, MINER)
+    assert chain.free_balance(MINER.ss58_address) == miner_balance
+    assert chain.metagraph(other_netuid).uid_of(newcomer.ss58_address) is None
     status = neuron_status(chain, net.netuid, newcomer.ss58_address)
     # The runtime stamps LastUpdate with the registration block.
     assert status.registered and status.uid == uid
