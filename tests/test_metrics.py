@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import struct
 import urllib.request
 from pathlib import Path
@@ -175,3 +176,17 @@ def test_prometheus_endpoint_serves_the_window_and_peer_figures(tmp_path: Path) 
     assert values['gauntlet_validator_peer_weight{uid="7"}'] == 1.0
     assert not any(k.startswith("gauntlet_validator_peer_mu") for k in values)
     assert "gauntlet_validator_note" not in values
+
+
+def test_every_counted_step_is_documented_for_operators() -> None:
+    # `during` labels are what an operator filters a dashboard by: each must be explained.
+    root = Path(__file__).resolve().parents[1]
+    steps = {
+        match
+        for path in (root / "gauntlet_jax").rglob("*.py")
+        for match in re.findall(r'count_error\(\s*"([a-z_]+)"', path.read_text())
+    }
+    assert {"post_weights", "reveal", "checkpoint", "upload"} <= steps
+    operators = (root / "docs" / "operators.md").read_text()
+    section = operators.split("gauntlet_<role>_errors_total", 1)[1].split("\n## ", 1)[0]
+    assert {step for step in steps if f"`{step}`" not in section} == set()

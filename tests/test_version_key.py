@@ -4,7 +4,7 @@ refusal to start on a subnet that demands a newer node, and the per-window revea
 from __future__ import annotations
 
 import dataclasses
-from types import SimpleNamespace
+import urllib.request
 
 import pytest
 
@@ -13,6 +13,8 @@ from gauntlet_jax.chain.base import NODE_VERSION_KEY, version_key_of
 from gauntlet_jax.chain.errors import NodeVersionTooOld
 from gauntlet_jax.chain.keys import dev_hotkey
 from gauntlet_jax.chain.local import LocalChain
+from gauntlet_jax.node.metrics import PrometheusExporter
+from gauntlet_jax.node.startup import Node
 from gauntlet_jax.validator.publish import check_version_key, post_weights
 
 NETUID = 2
@@ -38,9 +40,11 @@ def net(tmp_path, tiny_config):
     admin.register(NETUID, dev_hotkey(2).ss58_address)
     admin.advance(5)
     cfg = dataclasses.replace(
-        tiny_config, chain=dataclasses.replace(tiny_config.chain, netuid=NETUID)
+        tiny_config,
+        chain=dataclasses.replace(tiny_config.chain, netuid=NETUID),
+        storage=dataclasses.replace(tiny_config.storage, bucket=str(tmp_path / "{hotkey}")),
     )
-    node = SimpleNamespace(chain=LocalChain(path, VALIDATOR))
+    node = Node.connect(cfg, "validator", LocalChain(path, VALIDATOR), commit=False)
     yield admin, node, cfg
     node.chain.close()
     admin.close()
@@ -73,3 +77,29 @@ def test_weights_carry_the_version_key_and_commits_are_revealed_next_windows(net
         if not node.chain.pending_reveals:
             break
     assert node.chain.get_weights(NETUID, 0) == {1: 65535}
+
+
+def test_a_refused_post_is_counted_on_the_metrics_endpoint(net):
+    admin, node, cfg = net
+    admin.set_param(NETUID, "weights_rate_limit", 100)
+    node.exporter = PrometheusExporter("validator", 0)  # port 0: any free port
+    try:
+        assert post_weights(node, cfg, 0, {1: 1.0}, None)
+        admin.advance(1)
+        # Due again at once (last_posted far behind), but the rate limit refuses it: logged,
+        # counted, and the validator goes on (False: retried the next window).
+        assert not post_weights(node, cfg, 10, {1: 1.0}, 0)
+        assert not post_weights(node, cfg, 11, {1: 1.0}, 0)
+        url = f"http://127.0.0.1:{node.exporter.port}/metrics"
+        with urllib.request.urlopen(url, timeout=30) as response:
+            text = response.read().decode()
+    finally:
+        node.exporter.close()
+    counted = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("gauntlet_validator_errors_total")
+    }
+    assert counted == {
+        'gauntlet_validator_errors_total{during="post_weights",error="SettingWeightsTooFast"}': 2.0
+    }

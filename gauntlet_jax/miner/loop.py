@@ -157,7 +157,9 @@ class Miner:
         self.node.commit_bucket()  # published once compiled: a committed miner is ready
         log.info("miner uid %d: waiting for the lead validator's start window", self.uid)
         start = self.node.wait_for_start_window(stop, start_timeout_s)
-        replica, momentum = restore_replica(self.cfg, self.checkpoints, start, self.placement)
+        replica, momentum = restore_replica(
+            self.cfg, self.checkpoints, start, self.placement, count_error=self.node.count_error
+        )
         self.replica = replica
         self.momentum = init_momentum(replica.params) if momentum is None else momentum
         # Windows whose put window has surely closed; the loop handles the newest one.
@@ -216,7 +218,9 @@ class Miner:
         name = names.gradient_name(window, self.uid, self.cfg.protocol.version)
         try:
             self.node.bucket.put(name, data, if_absent=True)
-        except PreconditionFailed:
+        except PreconditionFailed as e:
+            # This window's upload is lost (a restarted miner finds its own earlier one there).
+            self.node.count_error("upload", e)
             log.warning("window %d: %s already uploaded", window, name)
             return 0
         return len(data)
@@ -232,7 +236,13 @@ class Miner:
             gather, window, self.replica.plan, node.gather_deadline(window), stack
         )
         _, mask = self.replica.apply_gathered(window, list(fetched.values()), stack)
-        maybe_checkpoint(self.cfg, self.checkpoints, self.replica, self.momentum)
+        maybe_checkpoint(
+            self.cfg,
+            self.checkpoints,
+            self.replica,
+            self.momentum,
+            count_error=node.count_error,
+        )
         probes = encode_probes(
             self.uid,
             window,
@@ -244,6 +254,7 @@ class Miner:
         try:
             node.bucket.put(name, probes)
         except StorageError as e:
+            node.count_error("probes", e)
             log.warning("window %d: probes not published (%s)", window, e)
         return int(mask.sum()), len(gather)
 
@@ -276,6 +287,7 @@ class Miner:
                 self.node.bucket, self.uid, window, keep, self.cfg.protocol.version
             )
         except StorageError as e:
+            self.node.count_error("cleanup", e)
             log.info("retention clean-up failed (%s)", e)
 
     def run(
@@ -286,12 +298,24 @@ class Miner:
     ) -> list[WindowReport]:
         """The live loop: one window after another until `stop` is set, `max_windows` windows
         were trained in this process, or window `until_window` is behind."""
-        self.start(stop)
-        assert self.replica is not None
         run = self.cfg.run
+        # Open before start-up, so a checkpoint that fails to restore is counted too.
         exporter = open_exporter(
             "miner", run.prometheus_port, run.prometheus_addr, enabled=multihost.is_leader()
         )
+        self.node.exporter = exporter
+        try:
+            return self._windows(stop, max_windows, until_window)
+        finally:
+            self.node.exporter = None
+            if exporter is not None:
+                exporter.close()
+
+    def _windows(
+        self, stop: threading.Event, max_windows: int | None, until_window: int | None
+    ) -> list[WindowReport]:
+        self.start(stop)
+        assert self.replica is not None
         reports = []
         while not stop.is_set() and (max_windows is None or len(reports) < max_windows):
             window = self.replica.next_window
@@ -317,8 +341,6 @@ class Miner:
             report = self.run_window(window)
             reports.append(report)
             log.info("%s", report.line(self.uid))
-            if exporter is not None:
-                exporter.window(window, report.figures())
-        if exporter is not None:
-            exporter.close()
+            if self.node.exporter is not None:
+                self.node.exporter.window(window, report.figures())
         return reports

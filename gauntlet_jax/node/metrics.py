@@ -11,6 +11,9 @@ File format (`<out_dir>/metrics.jsonl`, one JSON object per line):
 
 Records are written as they come and flushed (and fsynced) by `end_window`, so a crash loses at
 most the window in progress. TensorBoard event files go to `<out_dir>/tb` when enabled.
+
+`PrometheusExporter` serves the same figures as gauges, and counts the typed errors a node
+logged and went on from (`gauntlet_<role>_errors_total{error, during}`).
 """
 
 from __future__ import annotations
@@ -19,15 +22,24 @@ import dataclasses
 import json
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 from rich.table import Table
 
 METRICS_FILE = "metrics.jsonl"
+
+# Where code that caught a typed error, logged it and went on reports it: (during, error), with
+# `during` a short fixed word for the step (docs/operators.md lists them). `Node.count_error` is
+# the one a node passes down.
+ErrorSink = Callable[[str, BaseException], None]
+
+
+def uncounted(during: str, error: BaseException) -> None:
+    """The error sink of code called without a node: counts nothing."""
 
 
 @dataclass(frozen=True)
@@ -186,13 +198,23 @@ PROMETHEUS_PEER_FIELDS = ("final", "weight", "ordinal", "mu", "sigma", "bma", "s
 
 class PrometheusExporter:
     """The per-window figures of a validator or miner as Prometheus gauges on
-    http://ADDR:PORT/metrics: `gauntlet_<role>_<name>` for window figures, and for a validator
-    `gauntlet_validator_peer_<field>{uid="…"}` per peer. Off unless run.prometheus_port is set."""
+    http://ADDR:PORT/metrics: `gauntlet_<role>_<name>` for window figures, for a validator
+    `gauntlet_validator_peer_<field>{uid="…"}` per peer, and the counter
+    `gauntlet_<role>_errors_total{error="…", during="…"}` of typed errors the node logged and
+    went on from. Off unless run.prometheus_port is set."""
 
     def __init__(self, role: str, port: int, addr: str = "127.0.0.1") -> None:
         self.role = role
         self.registry = CollectorRegistry()
         self._gauges: dict[str, Gauge] = {}
+        # Labelled by class, never by message: messages carry blocks, URLs and uids, and every
+        # distinct label set is a series Prometheus keeps.
+        self._errors = Counter(
+            f"gauntlet_{role}_errors_total",
+            f"typed errors a {role} logged and went on from, by error class and step",
+            ("error", "during"),
+            registry=self.registry,
+        )
         self.server, self.thread = start_http_server(port, addr=addr, registry=self.registry)
         self.port = self.server.server_port
 
@@ -218,6 +240,10 @@ class PrometheusExporter:
             value = getattr(record, name)
             if isinstance(value, (int, float)) and math.isfinite(value):
                 self._gauge(f"peer_{name}", ("uid",)).labels(uid=str(record.uid)).set(value)
+
+    def count_error(self, during: str, error: BaseException) -> None:
+        """One more `error` (by its class name) in step `during`."""
+        self._errors.labels(error=type(error).__name__, during=during).inc()
 
     def close(self) -> None:
         self.server.shutdown()

@@ -18,6 +18,7 @@ from gauntlet_jax.chain.base import Chain
 from gauntlet_jax.config import Config
 from gauntlet_jax.errors import ChainError, CheckpointError, GauntletError, RegistrationError
 from gauntlet_jax.node import multihost
+from gauntlet_jax.node.metrics import ErrorSink, PrometheusExporter, uncounted
 from gauntlet_jax.node.network import Network
 from gauntlet_jax.node.placement import Placement
 from gauntlet_jax.node.replica import Replica, initial_params, node_placement
@@ -59,6 +60,9 @@ class Node:
     url: str
     network: Network
     uid: int
+    # The role's Prometheus endpoint, set by the role that opens it; None when
+    # run.prometheus_port is 0 or on a follower process of a multi-host job (the leader counts).
+    exporter: PrometheusExporter | None = None
 
     @classmethod
     def connect(cls, cfg: Config, name: str, chain: Chain, *, commit: bool = True) -> Node:
@@ -91,6 +95,13 @@ class Node:
             self.chain.commit(netuid, self.url)
             log.info("uid %d committed bucket %s", self.uid, self.url)
         self.network.refresh()
+
+    def count_error(self, during: str, error: BaseException) -> None:
+        """Counts a typed error the node logged and went on from in step `during`
+        (`gauntlet_<role>_errors_total`): a node that keeps failing then shows on a dashboard,
+        not in its journal alone. Handed as the `ErrorSink` to code that holds no node."""
+        if self.exporter is not None:
+            self.exporter.count_error(during, error)
 
     # -- clock ------------------------------------------------------------------------------
 
@@ -214,10 +225,11 @@ def restore_replica(
     placement: Placement,
     *,
     up_to_window: int | None = None,
+    count_error: ErrorSink = uncounted,
 ) -> tuple[Replica, Any]:
     """θ (and momentum) from the newest checkpoint of this run at or before `up_to_window`, or a
     fresh replica at the start window; returns (replica, momentum or None). Arrays are restored
-    straight into their shards on `placement`."""
+    straight into their shards on `placement`; an unusable checkpoint goes to `count_error`."""
     replica = new_replica(cfg, start_window, placement)
     # The leader's listing: every process then restores the same window (a multi-host job
     # needs a checkpoint directory all hosts share, such as gs://).
@@ -229,6 +241,7 @@ def restore_replica(
         try:
             ckpt = store.restore(window, target_shardings=placement.params)
         except CheckpointError as e:
+            count_error("restore", e)
             log.warning("checkpoint %d unusable (%s)", window, e)
             continue
         if ckpt.metadata.get("start_window") != start_window:
@@ -240,9 +253,15 @@ def restore_replica(
 
 
 def maybe_checkpoint(
-    cfg: Config, store: CheckpointStore, replica: Replica, momentum: Any = None
+    cfg: Config,
+    store: CheckpointStore,
+    replica: Replica,
+    momentum: Any = None,
+    *,
+    count_error: ErrorSink = uncounted,
 ) -> bool:
-    """Saves θ (before `replica.next_window`) every `checkpoint_every` global steps."""
+    """Saves θ (before `replica.next_window`) every `checkpoint_every` global steps; a failed
+    save is logged, goes to `count_error`, and the node goes on (the next one may succeed)."""
     step = replica.next_window - replica.start_window
     if step <= 0 or step % cfg.protocol.checkpoint_every:
         return False
@@ -257,6 +276,7 @@ def maybe_checkpoint(
             )
         )
     except CheckpointError as e:
+        count_error("checkpoint", e)
         log.warning("checkpoint of window %d failed (%s)", replica.next_window, e)
         return False
     return True

@@ -32,6 +32,7 @@ from gauntlet_jax.data.pages import batches_for, random_batches
 from gauntlet_jax.errors import DataError
 from gauntlet_jax.model.sharding import to_host
 from gauntlet_jax.node import multihost
+from gauntlet_jax.node.metrics import ErrorSink, uncounted
 from gauntlet_jax.node.network import Fetched, Network, pad_to
 from gauntlet_jax.node.replica import Replica
 from gauntlet_jax.validator import checks, ladder, overlap, rating, weights
@@ -330,9 +331,11 @@ def evaluate_peers(
     cfg: Config,
     seed: int,
     pages: WindowPages,
+    count_error: ErrorSink = uncounted,
 ) -> Evaluated:
     """Scores the chosen peers exactly; LossScore = relative gain on random data. A chosen
-    peer without a valid payload or own data is slashed in `ledger` instead."""
+    peer without a valid payload or own data is slashed in `ledger` instead; own data this
+    node's corpus cannot give is its own fault, counted in `count_error` too."""
     vcfg = cfg.validator
     peers = ledger.peers
     candidates, own = [], []
@@ -349,6 +352,7 @@ def evaluate_peers(
         try:
             own.append(sample_batches(batches_for(corpus, uid, window, cfg), rng, vcfg))
         except DataError as e:
+            count_error("own_data", e)
             log.warning("window %d uid %d: no own data (%s)", window, uid, e)
             peers[uid] = checks.slash(peers[uid], "eval_missing", vcfg)
             continue
@@ -395,6 +399,7 @@ def evaluate_window(
     corpus: TokenCorpus,
     cfg: Config,
     seed: int,
+    count_error: ErrorSink = uncounted,
 ) -> tuple[list[int], Evaluated]:
     """Step 3 up to the rating: the screen (if on), the choice of exactly evaluated peers
     (count from the time budget at `pace`, decided by the leader so every process agrees),
@@ -424,6 +429,7 @@ def evaluate_window(
         cfg=cfg,
         seed=seed,
         pages=pages,
+        count_error=count_error,
     )
     pace.record_chunks(done.seconds, done.chunks)
     return chosen, done

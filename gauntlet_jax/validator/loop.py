@@ -112,13 +112,12 @@ class Validator:
         self.state: ValidatorState = multihost.leader_call(
             lambda: load_state(self.state_path, self.vcfg.seed)
         )
+        # On the node, so that every step holding it can count its errors (`Node.count_error`).
+        node.exporter = open_exporter(
+            "validator", cfg.run.prometheus_port, cfg.run.prometheus_addr, enabled=self.writes
+        )
         self.metrics = MetricsLogger(
-            self.out_dir,
-            tensorboard=cfg.run.tensorboard,
-            write=self.writes,
-            exporter=open_exporter(
-                "validator", cfg.run.prometheus_port, cfg.run.prometheus_addr, enabled=self.writes
-            ),
+            self.out_dir, tensorboard=cfg.run.tensorboard, write=self.writes, exporter=node.exporter
         )
         self.replica: Replica | None = None
         self.checkpoints = checkpoint_store(cfg, node.name)
@@ -144,6 +143,7 @@ class Validator:
             start,
             self.placement,
             up_to_window=None if done is None else done + 1,
+            count_error=node.count_error,
         )
         if done is not None:
             # θ_{last+1}: replay the aggregates this validator published before it stopped.
@@ -178,6 +178,7 @@ class Validator:
         except ChainError as e:
             if is_permanent(e) or net.metagraph is None:
                 raise
+            self.node.count_error("metagraph", e)
             log.warning(
                 "window %d: metagraph refresh failed, using block %d's (%s)",
                 window,
@@ -194,6 +195,7 @@ class Validator:
         except ChainError as e:
             if is_permanent(e):
                 raise
+            self.node.count_error("window", e)
             log.warning("window %d: chain read failed, nothing applied, retrying (%s)", window, e)
             return None
 
@@ -242,6 +244,7 @@ class Validator:
             corpus=self.corpus,
             cfg=self.cfg,
             seed=seed,
+            count_error=node.count_error,
         )
         evaluated = rate_scored(exact.scores, ledger, self.state.evaluated_uids, vcfg)
         peers = ledger.peers
@@ -276,7 +279,7 @@ class Validator:
         )
         if self.writes:
             save_state(self.state, self.state_path)
-        maybe_checkpoint(self.cfg, self.checkpoints, replica)
+        maybe_checkpoint(self.cfg, self.checkpoints, replica, count_error=node.count_error)
         records = peer_window_records(
             window, self.state, miners, gather, chosen, ledger, found.sync_x, found.overlaps
         )
@@ -336,6 +339,7 @@ class Validator:
                 except ChainError as e:
                     if is_permanent(e):
                         raise
+                    self.node.count_error("wait", e)
                     log.warning("window %d: reading the block number failed (%s)", window, e)
                     stop.wait(CHAIN_RETRY_S)
                     continue

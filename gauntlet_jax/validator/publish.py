@@ -2,8 +2,9 @@
 and, as the lead validator, in its bucket: the run's start window, the next gather set and each
 window's sign aggregate (what catching-up nodes replay).
 
-A write that fails (the chain refusing, a bucket error) is logged and the window goes on: weights
-are retried the next window, a gather set or aggregate already there stays as it is. A permanent
+A write that fails (the chain refusing, a bucket error) is logged, counted
+(`Node.count_error`) and the window goes on: weights are retried the next window, a gather set or
+aggregate already there stays as it is. A permanent
 refusal (`errors.is_permanent`: the hotkey deregistered or without a permit, the subnet's weights
 version key above this node's) is raised: no later window can post, and the node exits 78.
 
@@ -69,6 +70,7 @@ def reveal_commits(node: Node, cfg: Config, window: int) -> None:
     except ChainError as e:
         if is_permanent(e):
             raise
+        node.count_error("reveal", e)
         log.warning("window %d: reveal failed (retried next window): %s", window, e)
         return
     for result in results:
@@ -108,6 +110,7 @@ def post_weights(
     except ChainError as e:
         if is_permanent(e):
             raise
+        node.count_error("post_weights", e)
         log.warning("window %d: set_weights failed (retried next window): %s", window, e)
         return False
     log.info(
@@ -142,6 +145,7 @@ def publish_gather_set(
     except ChainError as e:
         if is_permanent(e):
             raise
+        node.count_error("gather_set", e)
         log.warning("gather set of window %d not published, block number unread (%s)", window, e)
         return
     effective = max(
@@ -152,7 +156,10 @@ def publish_gather_set(
     try:
         node.bucket.put(names.peers_name(effective, cfg.protocol.version), body, if_absent=True)
         schedule[effective] = tuple(chosen)
-    except (PreconditionFailed, StorageError) as e:
+    except StorageError as e:
+        # Write-once: a set another writer put there first is no fault of this node.
+        if not isinstance(e, PreconditionFailed):
+            node.count_error("gather_set", e)
         log.info("gather set for %d not published (%s)", effective, e)
 
 
@@ -165,4 +172,5 @@ def publish_aggregate(node: Node, cfg: Config, window: int, signs: Any, replica:
     try:
         node.bucket.put(names.aggregate_name(window, cfg.protocol.version), data)
     except StorageError as e:
+        node.count_error("aggregate", e)
         log.warning("aggregate %d not published (%s)", window, e)
