@@ -84,7 +84,7 @@ class SubtensorReader:
         def read(si: SubstrateInterface) -> str:
             result = si.rpc_request("chain_getBlockHash", [int(block)])["result"]
             if not isinstance(result, str):
-                raise ChainError(f"{self.url}: block {block} not found")
+                raise ChainError(f"{self.url}: block {block} not found (not produced yet?)")
             return result
 
         return self._call(f"hash of block {block}", read)

@@ -267,11 +267,14 @@ class Miner:
         budget_end = t0 + max(0.0, (end - t0) * self.cfg.train.compute_fraction)
         grads, report.n_batches, report.train_loss = self.train(window, budget_end)
         payload = self.make_payload(window, grads)
-        # Uploads count only after the window has ended (GAUNTLET.md §2.2); the margin keeps a
-        # coarse file-system clock from stamping the object before t_min.
+        # Uploads count only after the window has ended (GAUNTLET.md §2.2). t_min is the
+        # timestamp of the next window's first block, which a live chain has only once it made
+        # that block; the margin keeps a coarse file-system clock from stamping the object
+        # before t_min.
+        while node.current_window() <= window:
+            time.sleep(min(0.05, self.cfg.chain.block_time_s / 4))
         opens = node.network.window_end_time(window) + UPLOAD_MARGIN_S
-        while node.current_window() <= window or node.now() < opens:
-            time.sleep(0.05)
+        time.sleep(max(0.0, opens - node.now()))
         t_upload = time.perf_counter()
         report.uploaded_bytes = self.upload(window, payload)
         report.upload_s = time.perf_counter() - t_upload
