@@ -6,9 +6,11 @@
 #   WINDOWS=2 ARMS="all_honest alie" SETTINGS_RUN=defaults JAX_PLATFORMS=cpu \
 #     bash benchmarks/run_h200_attacks.sh                            # a CPU check
 # Defence settings: defaults; the ladder (escalating slash + negative-evaluation tracking); the
-# robust merge (protocol.merge_trim=1, a coordinate-wise trimmed mean). Back in $OUT (≤ 8 files):
-# attacks.md (one table per setting), summaries.json ({setting: {arm: summary}}), logs.txt (each
-# process' stderr tail and exit status), env.txt.
+# robust merge (protocol.merge_trim=1, a coordinate-wise trimmed mean); graded own-data evidence
+# with the harm reset (evidence), and the same with power 3 (evidence_p3). Back in $OUT (≤ 8
+# files): attacks.md (one table per setting), summaries.json ({setting: {arm: summary}}),
+# logs.txt (each process' stderr tail and exit status), env.txt, metrics.tar.xz (every arm's
+# per-peer, per-window metrics.jsonl, for reading why a share is what it is).
 set -u
 OUT=${OUT:-/tmp/attacks_out}
 WINDOWS=${WINDOWS:-100}
@@ -23,6 +25,8 @@ declare -A SETTINGS=(
   [defaults]=""
   [ladder]="--set validator.escalating_slash=true --set validator.negative_evaluation=true"
   [trim1]="--set protocol.merge_trim=1"
+  [evidence]="--set validator.own_data_evidence=graded --set validator.harm_reset=true"
+  [evidence_p3]="--set validator.own_data_evidence=graded --set validator.harm_reset=true --set validator.power=3"
 )
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
 export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.05}
@@ -77,4 +81,5 @@ print(json.dumps({s.name: {a: json.loads((s / a / "summary.json").read_text())
                            for a in arms if (s / a / "summary.json").is_file()}
                   for s in sorted(work.iterdir()) if s.is_dir()}, indent=1))
 PYEOF
+(cd "$WORK" && find . -name metrics.jsonl -print0 | tar cJf "$OUT/metrics.tar.xz" --null -T -)
 cat "$OUT/attacks.md" "$WORK/status"

@@ -22,6 +22,8 @@ from gauntlet_jax.errors import ConfigError
 
 # Package data (a link to the repository's configs/ in a checkout, the files in a wheel).
 CONFIG_DIR = Path(__file__).parent / "configs"
+# validator.own_data_evidence: how the own-vs-random gap becomes b (checks.own_data_indicator).
+OWN_DATA_EVIDENCE = ("binary", "graded")
 
 
 @dataclass(frozen=True)
@@ -200,6 +202,17 @@ class ValidatorConfig:
     # (≤ 1e-6 relative measured between 1 and 8 devices), so validators agree on b
     # (checks.binary_indicator). 0 = the reference's strict own > random.
     indicator_dead_band: float = 1e-5
+    # How the own-vs-random evidence b is read (checks.own_data_indicator): "binary" is the
+    # reference's ±1 on the sign of m = own − random improvement; "graded" is 2·m/M − 1 clipped
+    # to [−1, 1], M the median m of the window's evaluated peers, so a peer gaining on its own
+    # pages half as much as the median peer's earns 0 and one gaining nothing earns −1
+    # (docs/attacks.md: what it does to the data skipper).
+    own_data_evidence: str = "binary"
+    # Harm reset: an evaluated peer whose LossScore is negative (beyond the dead band) in a
+    # window whose median LossScore is positive loses its BMA (to 0, so its final is 0 until
+    # it earns evidence again). Off = the reference. Catches the sleeper that turns harmful once
+    # rated high (docs/attacks.md).
+    harm_reset: bool = False
     sync_max_steps: float = 3.0
     sync_curve_steps: float = 5.0
     sync_probes: int = 256
@@ -243,6 +256,13 @@ class ValidatorConfig:
     negative_exclude_after: int = 3
     negative_skip_rank: int = 5
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.own_data_evidence not in OWN_DATA_EVIDENCE:
+            raise ConfigError(
+                f"validator.own_data_evidence must be one of {OWN_DATA_EVIDENCE}, "
+                f"got {self.own_data_evidence!r}"
+            )
 
 
 @dataclass(frozen=True)

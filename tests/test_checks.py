@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from gauntlet_jax.config import ValidatorConfig
-from gauntlet_jax.errors import InvalidPayload
+from gauntlet_jax.errors import ConfigError, InvalidPayload
 from gauntlet_jax.protocol.probes import (
     gather_probes,
     probe_counts,
@@ -22,8 +22,11 @@ from gauntlet_jax.validator.checks import (
     active_uids,
     apply_inactivity,
     binary_indicator,
+    graded_indicator,
+    is_harmful,
     is_out_of_sync,
     record_evaluation,
+    reference_margin,
     relative_improvement,
     slash,
     steps_behind,
@@ -284,6 +287,88 @@ def test_record_evaluation():
     with pytest.raises(ValueError, match="non-finite"):
         record_evaluation(rec, 12, {**losses, "loss_after_own": float("nan")}, 0.0, CFG)
     assert relative_improvement(0.0, 1.0) == 0.0
+
+
+def _losses(own_gain: float, random_gain: float) -> dict[str, float]:
+    """Losses whose own/random relative improvements are the given ones (before = 4)."""
+    return {
+        "loss_before_own": 4.0,
+        "loss_after_own": 4.0 * (1 - own_gain),
+        "loss_before_random": 4.0,
+        "loss_after_random": 4.0 * (1 - random_gain),
+    }
+
+
+def test_graded_evidence_reads_the_own_data_margin_against_the_windows_median():
+    # Margins as measured on CPU (tiny, 30 windows): honest ≈ 3.8e-4, half on random pages
+    # ≈ 1.5e-4, all on random pages ≈ −1e-5.
+    assert graded_indicator(3.8e-4, 3.8e-4) == 1.0
+    assert graded_indicator(7.6e-4, 3.8e-4) == 1.0  # clipped: more own gain is not more b
+    assert graded_indicator(1.9e-4, 3.8e-4) == pytest.approx(0.0, abs=1e-12)
+    assert graded_indicator(1.5e-4, 3.8e-4) == pytest.approx(2 * 1.5 / 3.8 - 1)
+    assert graded_indicator(-1e-5, 3.8e-4) == -1.0  # clipped below too
+    assert graded_indicator(-1e-3, 3.8e-4) == -1.0
+    with pytest.raises(ValueError, match="positive"):
+        graded_indicator(1e-4, 0.0)
+    # Continuous: a rounding-sized change of the losses moves b by a rounding-sized amount.
+    assert abs(graded_indicator(2e-4 + 1e-9, 3.8e-4) - graded_indicator(2e-4, 3.8e-4)) < 1e-5
+    # The yardstick: the median margin, none when the median peer shows no own-data gain.
+    assert reference_margin([3e-4, 4e-4, 1.5e-4, -1e-5, 5e-4], 1e-5) == 3e-4
+    assert reference_margin([5e-6, -2e-4, 8e-6], 1e-5) is None
+    assert reference_margin([], 1e-5) is None
+
+
+def test_graded_evidence_in_a_record_and_its_binary_fallback():
+    graded = dataclasses.replace(CFG, own_data_evidence="graded")
+    rec = PeerRecord(uid=4, bma=0.5)
+    half = _losses(0.0020 + 1.5e-4, 0.0020)  # half the median margin of 3e-4, minus a bit
+    out = record_evaluation(rec, 7, half, 0.0, graded, window_margin=3e-4)
+    assert out.binary == pytest.approx(2 * 1.5e-4 / 3e-4 - 1, abs=1e-6)
+    assert out.bma == pytest.approx(0.95 * 0.5 + 0.05 * out.binary)
+    # The reference's binary b would have called the same peer fully honest (+1) …
+    assert record_evaluation(rec, 7, half, 0.0, CFG, window_margin=3e-4).binary == 1.0
+    # … and graded evidence without a yardstick falls back to it.
+    assert record_evaluation(rec, 7, half, 0.0, graded, window_margin=None).binary == 1.0
+    with pytest.raises(ConfigError, match="own_data_evidence must be one of"):
+        ValidatorConfig(own_data_evidence="gradedd")
+
+
+def test_harm_reset_needs_a_window_that_improved():
+    band = CFG.indicator_dead_band
+    assert is_harmful(-1e-3, 1e-3, band)
+    assert not is_harmful(-1e-3, -5e-4, band)  # the whole window regressed: nobody's fault
+    assert not is_harmful(-band / 2, 1e-3, band)  # within rounding of no change
+    assert not is_harmful(2e-4, 1e-3, band)
+
+
+def test_book_evaluations_resets_a_harmful_peer_and_grades_by_the_window():
+    from gauntlet_jax.validator.evaluation import book_evaluations
+    from gauntlet_jax.validator.window_record import WindowLedger
+
+    vcfg = dataclasses.replace(CFG, own_data_evidence="graded", harm_reset=True)
+    saved = {u: PeerRecord(uid=u, bma=0.8, final=3.0) for u in (1, 2, 3, 4, 5)}
+    ledger = WindowLedger.open(saved, saved)
+    losses = {
+        1: _losses(2.0e-3 + 4e-4, 2.0e-3),  # honest
+        2: _losses(2.1e-3 + 3e-4, 2.1e-3),  # honest: the median margin, 3e-4
+        3: _losses(1.9e-3 + 3.5e-4, 1.9e-3),  # honest
+        4: _losses(2.0e-3, 2.0e-3),  # trained on random pages: no own-data margin
+        5: _losses(-3.0e-3, -1.0e-3),  # sign-flipped: hurts its own pages most
+    }
+    scores = book_evaluations(9, losses, {}, ledger, vcfg)
+    assert scores[5] == pytest.approx(-1.0e-3) and scores[2] == pytest.approx(2.1e-3)
+    peers = ledger.peers
+    assert peers[2].binary == pytest.approx(1.0) and peers[1].binary == 1.0
+    assert peers[4].binary == pytest.approx(-1.0)
+    assert peers[4].bma == pytest.approx(0.95 * 0.8 - 0.05)
+    assert peers[5].bma == 0.0 and peers[5].slash_counts == {"harmful": 1}
+    assert ledger.slashes[5] == ["harmful"] and ledger.slashes[4] == []
+    assert all(ledger.checks[u]["evaluated"] == "ok" for u in losses)
+    # Off (the reference): the same window books b = −1 for the flipped peer and keeps its BMA.
+    plain = WindowLedger.open(saved, saved)
+    book_evaluations(9, losses, {}, plain, CFG)
+    assert plain.peers[5].bma == pytest.approx(0.95 * 0.8 - 0.05)
+    assert plain.peers[4].binary == 0.0 and plain.slashes[5] == []  # equal gains: the band
 
 
 def test_probe_object_round_trip_and_hostile_inputs():

@@ -313,7 +313,7 @@ def explain(records: Iterable[Mapping[str, Any]], uid: int, last: int = 10) -> s
             f"  that evaluation: own loss {_f(ev.get('loss_before_own'))} → "
             f"{_f(ev.get('loss_after_own'))} ({_pct(ev.get('improvement_own'))}), random loss "
             f"{_f(ev.get('loss_before_random'))} → {_f(ev.get('loss_after_random'))} "
-            f"({_pct(ev.get('improvement_random'))}), so b = {_f(ev.get('binary'), '+.0f')};"
+            f"({_pct(ev.get('improvement_random'))}), so b = {_f(ev.get('binary'), '+.2g')};"
             f" {_f(ev.get('sync_x'), '.2f')} steps behind."
         )
         lines.append(f"  evaluated {len(evals)} time(s) in the records shown.")
@@ -360,7 +360,7 @@ def peer_line(record: Mapping[str, Any] | PeerWindowRecord) -> str:
     for name, key, fmt in (
         ("Δown", "improvement_own", None),
         ("Δrand", "improvement_random", None),
-        ("b", "binary", "+.0f"),
+        ("b", "binary", "+.2g"),
         ("μ", "mu", ".2f"),
         ("σ", "sigma", ".2f"),
         ("ordinal", "ordinal", ".2f"),
@@ -417,7 +417,7 @@ def render_window_table(records: Iterable[Mapping[str, Any] | PeerWindowRecord])
             "●" if r.get("evaluated") else "",
             _pct(r.get("improvement_own")),
             _pct(r.get("improvement_random")),
-            _f(r.get("binary"), "+.0f"),
+            _f(r.get("binary"), "+.2g"),
             _f(r.get("mu"), ".2f"),
             _f(r.get("sigma"), ".2f"),
             _f(r.get("ordinal"), ".2f"),

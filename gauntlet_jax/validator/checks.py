@@ -155,6 +155,55 @@ def binary_indicator(
     return 0.0 if dead_band > 0 else -1.0
 
 
+def graded_indicator(margin: float, reference_margin: float) -> float:
+    """2·m/M − 1 clipped to [−1, 1]: the peer's own-data margin m (own − random relative
+    improvement) against the window's reference M (the median peer's m, positive). +1 at or
+    above the median peer's margin, 0 at half of it, −1 at none or less.
+
+    Continuous in the losses, so validators whose losses differ by rounding get b that differs
+    by rounding, never by a flip."""
+    if not reference_margin > 0:
+        raise ValueError(f"reference margin must be positive, got {reference_margin}")
+    return float(min(1.0, max(-1.0, 2.0 * margin / reference_margin - 1.0)))
+
+
+def reference_margin(margins: Collection[float], dead_band: float) -> float | None:
+    """The window's median own-data margin, or None when it is within the dead band (no
+    evaluated peer majority gained on its own pages: graded evidence has no yardstick and
+    falls back to the binary indicator)."""
+    if not margins:
+        return None
+    median = float(np.median(np.asarray(list(margins), np.float64)))
+    return median if median > max(dead_band, 0.0) else None
+
+
+def own_data_indicator(
+    own_improvement: float,
+    random_improvement: float,
+    cfg: ValidatorConfig,
+    window_margin: float | None = None,
+) -> float:
+    """b as `validator.own_data_evidence` reads it: the binary indicator, or the graded one
+    against `window_margin` (`reference_margin` of the window; binary when None)."""
+    if cfg.own_data_evidence == "graded" and window_margin is not None:
+        return graded_indicator(own_improvement - random_improvement, window_margin)
+    return binary_indicator(own_improvement, random_improvement, cfg.indicator_dead_band)
+
+
+def is_harmful(random_improvement: float, window_median: float, dead_band: float) -> bool:
+    """The harm-reset test: this update made the random pages worse (beyond the dead band) in
+    a window where the median evaluated update made them better, so the network, not the
+    peer, cannot be blamed."""
+    return window_median > dead_band and random_improvement < -dead_band
+
+
+def harm_reset(record: PeerRecord) -> PeerRecord:
+    """BMA to 0, the reason counted: the peer's evidence of own work is gone, and its final
+    (ordinal × max(0, BMA) × sync) is 0 until new evaluations rebuild it, at the BMA's pace.
+    Its rating is kept: the window's match already ranked it last."""
+    return dataclasses.replace(record, bma=0.0, slash_counts=_count(record, "harmful"))
+
+
 def update_bma(bma: float, b: float, alpha: float = 0.05) -> float:
     """Exponential moving average of b: (1 − α)·BMA + α·b."""
     return (1.0 - alpha) * bma + alpha * b
@@ -173,8 +222,10 @@ def record_evaluation(
     losses: Mapping[str, float],
     sync_x: float,
     cfg: ValidatorConfig,
+    window_margin: float | None = None,
 ) -> PeerRecord:
-    """Books one evaluation: b from the own/random improvements, BMA, sync score, counters.
+    """Books one evaluation: b from the own/random improvements (`own_data_indicator`, graded
+    against `window_margin` when configured), BMA, sync score, counters.
 
     `losses` holds loss_before/after_own/random (finite). The final score is refreshed later,
     after the window's rating update (`weights.refresh_final`).
@@ -189,7 +240,7 @@ def record_evaluation(
         raise ValueError(f"peer {record.uid}: non-finite losses {bad}")
     own = relative_improvement(vals["loss_before_own"], vals["loss_after_own"])
     rand = relative_improvement(vals["loss_before_random"], vals["loss_after_random"])
-    b = binary_indicator(own, rand, cfg.indicator_dead_band)
+    b = own_data_indicator(own, rand, cfg, window_margin)
     booked = {**vals, "improvement_own": own, "improvement_random": rand}
     assert set(booked) == set(LOSS_KEYS)
     return dataclasses.replace(

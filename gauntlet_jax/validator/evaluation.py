@@ -19,7 +19,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -364,25 +364,56 @@ def evaluate_peers(
         replica, cfg, [c.value for c in candidates], own, pages.rand, pages.beta
     )
     seconds = time.perf_counter() - t0
-    scores: dict[int, float] = {}
+    finite: dict[int, dict[str, float]] = {}
     for i, f in enumerate(candidates):
-        uid = f.uid
         losses = {
             "loss_before_own": float(deltas.own_before[i]),
             "loss_after_own": float(deltas.own_after[i]),
             "loss_before_random": float(deltas.random_before),
             "loss_after_random": float(deltas.random_after[i]),
         }
-        if not all(math.isfinite(v) for v in losses.values()):
-            peers[uid] = checks.zero_on_invalid_eval(peers[uid])
-            ledger.flag(uid, "eval_invalid")
-            continue
-        x = sync_x.get(uid, math.inf)
-        peers[uid] = checks.record_evaluation(peers[uid], window, losses, x, vcfg)
-        scores[uid] = peers[uid].last_losses["improvement_random"]
-        ledger.note(uid, "evaluated", "ok")
+        if all(math.isfinite(v) for v in losses.values()):
+            finite[f.uid] = losses
+        else:
+            peers[f.uid] = checks.zero_on_invalid_eval(peers[f.uid])
+            ledger.flag(f.uid, "eval_invalid")
+    scores = book_evaluations(window, finite, sync_x, ledger, vcfg)
     n_chunks = -(-len(candidates) // max(1, vcfg.candidate_chunk))
     return Evaluated(scores, seconds, n_chunks)
+
+
+def book_evaluations(
+    window: int,
+    losses: Mapping[int, Mapping[str, float]],
+    sync_x: Mapping[int, float],
+    ledger: WindowLedger,
+    vcfg: ValidatorConfig,
+) -> dict[int, float]:
+    """Books the window's finite evaluations on the peers' records and returns their LossScores
+    (relative gain on random data). Evidence that needs the whole window is read here: the
+    median own-data margin for graded b, the median LossScore for the harm reset."""
+    peers = ledger.peers
+    gains = {
+        uid: (
+            checks.relative_improvement(v["loss_before_own"], v["loss_after_own"]),
+            checks.relative_improvement(v["loss_before_random"], v["loss_after_random"]),
+        )
+        for uid, v in losses.items()
+    }
+    margin = checks.reference_margin([o - r for o, r in gains.values()], vcfg.indicator_dead_band)
+    median_score = float(np.median([r for _, r in gains.values()])) if gains else 0.0
+    scores: dict[int, float] = {}
+    for uid, v in losses.items():
+        x = sync_x.get(uid, math.inf)
+        peers[uid] = checks.record_evaluation(peers[uid], window, v, x, vcfg, margin)
+        scores[uid] = peers[uid].last_losses["improvement_random"]
+        ledger.note(uid, "evaluated", "ok")
+        if vcfg.harm_reset and checks.is_harmful(
+            scores[uid], median_score, vcfg.indicator_dead_band
+        ):
+            peers[uid] = checks.harm_reset(peers[uid])
+            ledger.flag(uid, "harmful")
+    return scores
 
 
 def evaluate_window(

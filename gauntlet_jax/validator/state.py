@@ -45,6 +45,7 @@ SLASH_REASONS: tuple[str, ...] = (
     "inactive",  # no upload in the last active_windows windows
     "repeated_faults",  # payload faults in most of the recent gather windows (escalating slash)
     "negative",  # most recent evaluations negative (negative-evaluation tracking)
+    "harmful",  # evaluated with a negative LossScore while the window's median was positive
 )
 
 LOSS_KEYS: tuple[str, ...] = (
