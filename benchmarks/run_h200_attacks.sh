@@ -7,7 +7,8 @@
 #     bash benchmarks/run_h200_attacks.sh                            # a CPU check
 # Defence settings: defaults; the ladder (escalating slash + negative-evaluation tracking); the
 # robust merge (protocol.merge_trim=1, a coordinate-wise trimmed mean); graded own-data evidence
-# with the harm reset (evidence), and the same with power 3 (evidence_p3). Back in $OUT (≤ 8
+# with the harm reset (evidence), and the same with power 3 (evidence_p3); with the harm test
+# at a tenth of the median LossScore (idle_p3), and also resetting the rating (idle_reset_p3). Back in $OUT (≤ 8
 # files): attacks.md (one table per setting), summaries.json ({setting: {arm: summary}}),
 # logs.txt (each process' stderr tail and exit status), env.txt, metrics.tar.xz (every arm's
 # per-peer, per-window metrics.jsonl, for reading why a share is what it is).
@@ -27,6 +28,8 @@ declare -A SETTINGS=(
   [trim1]="--set protocol.merge_trim=1"
   [evidence]="--set validator.own_data_evidence=graded --set validator.harm_reset=true"
   [evidence_p3]="--set validator.own_data_evidence=graded --set validator.harm_reset=true --set validator.power=3"
+  [idle_p3]="--set validator.own_data_evidence=graded --set validator.harm_reset=true --set validator.harm_fraction=0.1 --set validator.power=3"
+  [idle_reset_p3]="--set validator.own_data_evidence=graded --set validator.harm_reset=true --set validator.harm_fraction=0.1 --set validator.harm_resets_rating=true --set validator.power=3"
 )
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
 export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.05}

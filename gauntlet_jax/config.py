@@ -213,6 +213,13 @@ class ValidatorConfig:
     # it earns evidence again). Off = the reference. Catches the sleeper that turns harmful once
     # rated high (docs/attacks.md).
     harm_reset: bool = False
+    # The harm test's threshold as a fraction of the window's median LossScore: 0 = a negative
+    # LossScore; 0.1 also catches an update that does next to nothing (a noise payload's
+    # LossScore is ≈ 0) while the median peer's helps.
+    harm_fraction: float = 0.0
+    # Harm reset also resets the rating (μ, σ: a newcomer's), so a peer caught harming climbs
+    # back from an ordinal of 0, not from the rating it earned before.
+    harm_resets_rating: bool = False
     sync_max_steps: float = 3.0
     sync_curve_steps: float = 5.0
     sync_probes: int = 256

@@ -339,6 +339,22 @@ def test_harm_reset_needs_a_window_that_improved():
     assert not is_harmful(-1e-3, -5e-4, band)  # the whole window regressed: nobody's fault
     assert not is_harmful(-band / 2, 1e-3, band)  # within rounding of no change
     assert not is_harmful(2e-4, 1e-3, band)
+    # At a tenth of the median, an update that does next to nothing is caught too (a noise
+    # payload's LossScore measured +1e-5 where the median was 7e-4), a weak honest one is not.
+    assert is_harmful(1e-5, 7e-4, band, fraction=0.1)
+    assert not is_harmful(2e-4, 7e-4, band, fraction=0.1)
+    assert not is_harmful(1e-5, -7e-4, band, fraction=0.1)
+
+
+def test_harm_reset_can_make_the_peer_a_newcomer():
+    from gauntlet_jax.validator.checks import harm_reset
+
+    rec = PeerRecord(uid=8, mu=31.0, sigma=3.0, bma=0.7, final=9.0)
+    kept = harm_reset(rec)
+    assert (kept.bma, kept.mu, kept.sigma, kept.slash_counts) == (0.0, 31.0, 3.0, {"harmful": 1})
+    fresh = harm_reset(kept, reset_rating=True)
+    assert (fresh.bma, fresh.mu, fresh.sigma) == (0.0, None, None) and not fresh.rated
+    assert fresh.slash_counts == {"harmful": 2}
 
 
 def test_book_evaluations_resets_a_harmful_peer_and_grades_by_the_window():

@@ -190,18 +190,27 @@ def own_data_indicator(
     return binary_indicator(own_improvement, random_improvement, cfg.indicator_dead_band)
 
 
-def is_harmful(random_improvement: float, window_median: float, dead_band: float) -> bool:
-    """The harm-reset test: this update made the random pages worse (beyond the dead band) in
-    a window where the median evaluated update made them better, so the network, not the
-    peer, cannot be blamed."""
-    return window_median > dead_band and random_improvement < -dead_band
+def is_harmful(
+    random_improvement: float, window_median: float, dead_band: float, fraction: float = 0.0
+) -> bool:
+    """The harm-reset test: this update did worse on the random pages than `fraction` of the
+    window's median update (0: made them worse), beyond the dead band, in a window where the
+    median evaluated update made them better, so the network, not the peer, cannot be
+    blamed."""
+    if not window_median > dead_band:
+        return False
+    return random_improvement < fraction * window_median - dead_band
 
 
-def harm_reset(record: PeerRecord) -> PeerRecord:
+def harm_reset(record: PeerRecord, reset_rating: bool = False) -> PeerRecord:
     """BMA to 0, the reason counted: the peer's evidence of own work is gone, and its final
     (ordinal × max(0, BMA) × sync) is 0 until new evaluations rebuild it, at the BMA's pace.
-    Its rating is kept: the window's match already ranked it last."""
-    return dataclasses.replace(record, bma=0.0, slash_counts=_count(record, "harmful"))
+    The rating is kept (the window's match ranks the peer last anyway) unless `reset_rating`:
+    then it is rated from a newcomer's μ and σ."""
+    counts = _count(record, "harmful")
+    if reset_rating:
+        return dataclasses.replace(record, bma=0.0, mu=None, sigma=None, slash_counts=counts)
+    return dataclasses.replace(record, bma=0.0, slash_counts=counts)
 
 
 def update_bma(bma: float, b: float, alpha: float = 0.05) -> float:

@@ -409,9 +409,9 @@ def book_evaluations(
         scores[uid] = peers[uid].last_losses["improvement_random"]
         ledger.note(uid, "evaluated", "ok")
         if vcfg.harm_reset and checks.is_harmful(
-            scores[uid], median_score, vcfg.indicator_dead_band
+            scores[uid], median_score, vcfg.indicator_dead_band, vcfg.harm_fraction
         ):
-            peers[uid] = checks.harm_reset(peers[uid])
+            peers[uid] = checks.harm_reset(peers[uid], vcfg.harm_resets_rating)
             ledger.flag(uid, "harmful")
     return scores
 
