@@ -8,8 +8,8 @@
 # Defence settings: defaults; the ladder (escalating slash + negative-evaluation tracking); the
 # robust merge (protocol.merge_trim=1, a coordinate-wise trimmed mean); graded own-data evidence
 # with the harm reset (evidence), and the same with power 3 (evidence_p3); with the harm test
-# at a tenth of the median LossScore (idle_p3), and also resetting the rating (idle_reset_p3). Back in $OUT (≤ 8
-# files): attacks.md (one table per setting), summaries.json ({setting: {arm: summary}}),
+# at a tenth of the median LossScore (idle_p3, which met issue 17's bars), and also resetting
+# the rating (idle_reset_p3). Back in $OUT (≤ 8 files): attacks.md (one table per setting), summaries.json ({setting: {arm: summary}}),
 # logs.txt (each process' stderr tail and exit status), env.txt, metrics.tar.xz (every arm's
 # per-peer, per-window metrics.jsonl, for reading why a share is what it is).
 set -u

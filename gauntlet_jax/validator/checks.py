@@ -168,9 +168,9 @@ def graded_indicator(margin: float, reference_margin: float) -> float:
 
 
 def reference_margin(margins: Collection[float], dead_band: float) -> float | None:
-    """The window's median own-data margin, or None when it is within the dead band (no
-    evaluated peer majority gained on its own pages: graded evidence has no yardstick and
-    falls back to the binary indicator)."""
+    """The window's median own-data margin, or None when it is within the dead band (the
+    median evaluated peer gained nothing on its own pages: graded evidence has no yardstick
+    and falls back to the binary indicator)."""
     if not margins:
         return None
     median = float(np.median(np.asarray(list(margins), np.float64)))
@@ -194,9 +194,9 @@ def is_harmful(
     random_improvement: float, window_median: float, dead_band: float, fraction: float = 0.0
 ) -> bool:
     """The harm-reset test: this update did worse on the random pages than `fraction` of the
-    window's median update (0: made them worse), beyond the dead band, in a window where the
-    median evaluated update made them better, so the network, not the peer, cannot be
-    blamed."""
+    window's median update (0: made them worse), beyond the dead band. Only in a window whose
+    median update made them better: where the median one hurt too, the network regressed and
+    no peer is blamed."""
     if not window_median > dead_band:
         return False
     return random_improvement < fraction * window_median - dead_band
