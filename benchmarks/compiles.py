@@ -4,7 +4,8 @@
         --windows 6 --set train.max_micro_batches=1
 
 Runs `gauntlet_jax.simulate` in this process with the arguments after `--` and counts every
-backend compile (JAX's monitoring event for it) with its duration, and the wall time of the
+program built (compiled, or loaded from a persistent cache: `bench.window.compilations`) with its
+duration, and the wall time of the
 whole run. A validator whose batch shapes change per window compiles each window; this is the
 number that shows it. Prints one JSON line: compiles, compile_s, wall_s, and the simulate
 arguments.
@@ -18,9 +19,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-import jax
-
-COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+from gauntlet_jax.bench.window import compilations
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -28,17 +27,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("simulate_args", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     sim_args = [a for a in args.simulate_args if a != "--"]
-    durations: list[float] = []
-
-    def on_event(event: str, seconds: float, **_: object) -> None:
-        if event == COMPILE_EVENT:
-            durations.append(seconds)
-
-    jax.monitoring.register_event_duration_secs_listener(on_event)
     from gauntlet_jax import simulate
 
-    t0 = time.perf_counter()
-    code = simulate.main(sim_args)
+    with compilations() as durations:
+        t0 = time.perf_counter()
+        code = simulate.main(sim_args)
     wall = time.perf_counter() - t0
     print(
         json.dumps(

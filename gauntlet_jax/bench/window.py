@@ -61,8 +61,13 @@ DEFAULT_PEERS = 20
 # scoring without it), which would time a window that scores almost nobody. The record's
 # `overlap_slashed` shows what the check did.
 DEFAULT_PEER_NOISE = 1.0
-# JAX's event for one XLA compilation (jax._src.dispatch.BACKEND_COMPILE_EVENT).
-COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+# JAX's events for a program built: one XLA compilation (jax._src.dispatch.BACKEND_COMPILE_EVENT)
+# or one load from the persistent compilation cache (jax._src.compiler), so a window counts the
+# programs it had to build whether or not an earlier process left them in a cache.
+COMPILE_EVENTS = (
+    "/jax/core/compile/backend_compile_duration",
+    "/jax/compilation_cache/cache_retrieval_time_sec",
+)
 # Where in the put window the peers' uploads land (a fraction of put_window_s).
 UPLOAD_AT = 0.1
 
@@ -145,7 +150,8 @@ def validator_window(net: SimNetwork, window: int) -> dict[str, Any]:
         "total_s": total,
         "phases_s": dict(outcome.phases),
         "untimed_s": total - sum(outcome.phases.values()),
-        # XLA compilations inside the window (a program whose shapes start-up did not cover).
+        # Programs compiled or loaded from the persistent cache inside the window (shapes
+        # start-up did not cover).
         "compiles": len(compiled),
         "compile_s": sum(compiled),
         "exact_s": record["exact_seconds"],
@@ -161,11 +167,12 @@ def validator_window(net: SimNetwork, window: int) -> dict[str, Any]:
 
 @contextmanager
 def compilations() -> Iterator[list[float]]:
-    """The seconds of every XLA compilation in the block, in a list filled as they happen."""
+    """The seconds of every program compiled or loaded from the persistent cache in the block,
+    in a list filled as they happen."""
     seconds: list[float] = []
 
     def listen(event: str, duration: float, **_: Any) -> None:
-        if event == COMPILE_EVENT:
+        if event in COMPILE_EVENTS:
             seconds.append(duration)
 
     jax.monitoring.register_event_duration_secs_listener(listen)
