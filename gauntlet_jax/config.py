@@ -220,6 +220,13 @@ class ValidatorConfig:
     # Harm reset also resets the rating (μ, σ: a newcomer's), so a peer caught harming climbs
     # back from an ordinal of 0, not from the rating it earned before.
     harm_resets_rating: bool = False
+    # Harm memory (with harm_reset): a catch sets the BMA to −D instead of 0, D being the peer's
+    # harm debt before it: each earlier catch counts 1, halving every harm_memory_windows
+    # windows since. A first catch costs what the reset alone does; a peer caught again soon
+    # climbs from −D (ln(1 + D) / −ln(1 − bma_alpha) windows of good evidence back to 0), so
+    # an attacker that turns whenever it is rated high pays more each time (docs/attacks.md).
+    # 0 = no memory.
+    harm_memory_windows: float = 0.0
     sync_max_steps: float = 3.0
     sync_curve_steps: float = 5.0
     sync_probes: int = 256
@@ -265,6 +272,10 @@ class ValidatorConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if not self.harm_memory_windows >= 0:
+            raise ConfigError(
+                f"validator.harm_memory_windows must be ≥ 0 (0 = off), got {self.harm_memory_windows}"
+            )
         if self.own_data_evidence not in OWN_DATA_EVIDENCE:
             raise ConfigError(
                 f"validator.own_data_evidence must be one of {OWN_DATA_EVIDENCE}, "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
@@ -351,11 +352,38 @@ def test_harm_reset_can_make_the_peer_a_newcomer():
     from gauntlet_jax.validator.checks import harm_reset
 
     rec = PeerRecord(uid=8, mu=31.0, sigma=3.0, bma=0.7, final=9.0)
-    kept = harm_reset(rec)
+    kept = harm_reset(rec, 5, CFG)
     assert (kept.bma, kept.mu, kept.sigma, kept.slash_counts) == (0.0, 31.0, 3.0, {"harmful": 1})
-    fresh = harm_reset(kept, reset_rating=True)
+    assert (kept.harm_debt, kept.harm_window) == (0.0, None)  # no memory: nothing remembered
+    fresh = harm_reset(kept, 6, dataclasses.replace(CFG, harm_resets_rating=True))
     assert (fresh.bma, fresh.mu, fresh.sigma) == (0.0, None, None) and not fresh.rated
     assert fresh.slash_counts == {"harmful": 2}
+
+
+def test_harm_memory_makes_a_repeat_catch_cost_more_and_fades():
+    from gauntlet_jax.validator.checks import harm_debt, harm_reset, update_bma
+
+    cfg = dataclasses.replace(CFG, harm_memory_windows=10.0)
+    rec = PeerRecord(uid=8, mu=31.0, sigma=3.0, bma=0.7)
+    first = harm_reset(rec, 20, cfg)  # nothing to remember yet: the plain reset
+    assert (first.bma, first.harm_debt, first.harm_window) == (0.0, 1.0, 20)
+    assert harm_debt(first, 30, 10.0) == pytest.approx(0.5)  # one half-life later
+    again = harm_reset(dataclasses.replace(first, bma=0.6), 30, cfg)
+    assert again.bma == pytest.approx(-0.5) and again.harm_debt == pytest.approx(1.5)
+    assert again.slash_counts == {"harmful": 2} and again.mu == 31.0
+    # Caught a third time at once: the debt keeps growing, and so does the climb back to 0
+    # (ln(1 + D) / −ln(1 − α) windows of b = +1).
+    third = harm_reset(again, 30, cfg)
+    assert third.bma == pytest.approx(-1.5) and third.harm_debt == pytest.approx(2.5)
+    bma, windows = third.bma, 0
+    while bma < 0:
+        bma, windows = update_bma(bma, 1.0, cfg.bma_alpha), windows + 1
+    assert windows == math.ceil(math.log(2.5) / -math.log(1 - cfg.bma_alpha))  # 18
+    # Long after, the debt has faded: a catch costs what the plain reset does, within 1e-3.
+    late = harm_reset(dataclasses.replace(third, bma=0.9), 200, cfg)
+    assert -1e-3 < late.bma <= 0.0 and late.harm_debt == pytest.approx(1.0, abs=1e-3)
+    with pytest.raises(ConfigError, match="harm_memory_windows must be ≥ 0"):
+        ValidatorConfig(harm_memory_windows=-1.0)
 
 
 def test_book_evaluations_resets_a_harmful_peer_and_grades_by_the_window():
@@ -381,6 +409,13 @@ def test_book_evaluations_resets_a_harmful_peer_and_grades_by_the_window():
     assert peers[5].bma == 0.0 and peers[5].slash_counts == {"harmful": 1}
     assert ledger.slashes[5] == ["harmful"] and ledger.slashes[4] == []
     assert all(ledger.checks[u]["evaluated"] == "ok" for u in losses)
+    # With a harm memory, the same catch of a peer caught in this window before costs it a
+    # BMA of −1 (its debt) and leaves a debt of 2 dated this window.
+    remembered = {**saved, 5: PeerRecord(uid=5, bma=0.8, final=3.0, harm_debt=1.0, harm_window=9)}
+    again = WindowLedger.open(remembered, remembered)
+    book_evaluations(9, losses, {}, again, dataclasses.replace(vcfg, harm_memory_windows=30.0))
+    assert again.peers[5].bma == -1.0 and again.peers[5].harm_debt == 2.0
+    assert again.peers[5].harm_window == 9 and again.peers[2].harm_window is None
     # Off (the reference): the same window books b = −1 for the flipped peer and keeps its BMA.
     plain = WindowLedger.open(saved, saved)
     book_evaluations(9, losses, {}, plain, CFG)

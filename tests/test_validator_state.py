@@ -38,7 +38,7 @@ def sample_state() -> ValidatorState:
             uid=3,
             mu=27.5,
             sigma=4.25,
-            bma=0.31,
+            bma=-0.4,  # a harm catch with memory (checks.harm_reset) leaves it negative
             binary=1.0,
             sync=0.97,
             sync_x=0.2,
@@ -47,7 +47,9 @@ def sample_state() -> ValidatorState:
             staleness=2,
             eval_count=5,
             last_eval_window=40,
-            slash_counts={"missing": 2, "out_of_sync": 1},
+            harm_debt=1.4,
+            harm_window=39,
+            slash_counts={"missing": 2, "out_of_sync": 1, "harmful": 2},
             last_losses={"loss_before_own": 3.5, "improvement_own": 0.01},
         ),
         11: PeerRecord(uid=11, final=-0.5, inactive_since=38, staleness=4, excluded_until=300),
@@ -86,7 +88,7 @@ def test_truncated_file_is_a_typed_error(tmp_path):
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda d: d.update(schema=99), "expected version 2 \\(or 1\\)"),
+        (lambda d: d.update(schema=99), "expected version 3 \\(or an older \\(1, 2\\)\\)"),
         (lambda d: d.pop("peers"), "missing \\['peers'\\]"),
         (lambda d: d.update(extra=1), "unknown \\['extra'\\]"),
         (lambda d: d["peers"]["3"].update(final="high"), "peers.3.final: expected a number"),
@@ -95,6 +97,9 @@ def test_truncated_file_is_a_typed_error(tmp_path):
         (lambda d: d["peers"]["3"].update(sigma=None), "mu and sigma must both be set"),
         (lambda d: d["peers"]["3"].update(sigma=-1.0), "sigma: must be positive"),
         (lambda d: d["peers"]["3"].update(uid=4), "record uid 4 under key 3"),
+        (lambda d: d["peers"]["3"].update(harm_debt=-0.5), "harm_debt: must be ≥ 0"),
+        (lambda d: d["peers"]["3"].update(harm_window="39"), "harm_window: expected an integer"),
+        (lambda d: d["peers"]["3"].pop("harm_debt"), "missing \\['harm_debt'\\]"),
         (lambda d: d["peers"]["3"]["slash_counts"].update(bribe=1), "unknown slash reason"),
         (lambda d: d["peers"].update(x={}), "key 'x' is not a non-negative integer"),
         (lambda d: d["gather_schedule"].update({"50": [1, "2"]}), "gather_schedule.50\\[1\\]"),

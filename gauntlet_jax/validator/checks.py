@@ -202,15 +202,30 @@ def is_harmful(
     return random_improvement < fraction * window_median - dead_band
 
 
-def harm_reset(record: PeerRecord, reset_rating: bool = False) -> PeerRecord:
-    """BMA to 0, the reason counted: the peer's evidence of own work is gone, and its final
-    (ordinal × max(0, BMA) × sync) is 0 until new evaluations rebuild it, at the BMA's pace.
-    The rating is kept (the window's match ranks the peer last anyway) unless `reset_rating`:
-    then it is rated from a newcomer's μ and σ."""
-    counts = _count(record, "harmful")
-    if reset_rating:
-        return dataclasses.replace(record, bma=0.0, mu=None, sigma=None, slash_counts=counts)
-    return dataclasses.replace(record, bma=0.0, slash_counts=counts)
+def harm_debt(record: PeerRecord, window: int, half_life: float) -> float:
+    """The peer's harm debt at `window`: each earlier harm catch counts 1 at its window and
+    halves every `half_life` windows since (0 without memory, or before any catch)."""
+    if half_life <= 0 or record.harm_window is None:
+        return 0.0
+    return record.harm_debt * 0.5 ** (max(0, window - record.harm_window) / half_life)
+
+
+def harm_reset(record: PeerRecord, window: int, cfg: ValidatorConfig) -> PeerRecord:
+    """The peer was caught harming at `window`: its evidence of own work is gone. BMA to −D, D
+    its harm debt before this catch (`harm_debt`; 0 without `harm_memory_windows`, so BMA to 0
+    as the plain reset): its final (ordinal × max(0, BMA) × sync) is 0 until new evaluations
+    rebuild the evidence at the BMA's pace, longer the more it was caught lately. The catch
+    adds 1 to the debt. The rating is kept (the window's match ranks the peer last anyway)
+    unless `harm_resets_rating`: then it is rated from a newcomer's μ and σ."""
+    prior = harm_debt(record, window, cfg.harm_memory_windows)
+    caught = dataclasses.replace(
+        record, bma=-prior if prior > 0 else 0.0, slash_counts=_count(record, "harmful")
+    )
+    if cfg.harm_memory_windows > 0:
+        caught = dataclasses.replace(caught, harm_debt=prior + 1.0, harm_window=window)
+    if cfg.harm_resets_rating:
+        caught = dataclasses.replace(caught, mu=None, sigma=None)
+    return caught
 
 
 def update_bma(bma: float, b: float, alpha: float = 0.05) -> float:

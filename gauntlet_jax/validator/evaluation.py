@@ -411,7 +411,7 @@ def book_evaluations(
         if vcfg.harm_reset and checks.is_harmful(
             scores[uid], median_score, vcfg.indicator_dead_band, vcfg.harm_fraction
         ):
-            peers[uid] = checks.harm_reset(peers[uid], vcfg.harm_resets_rating)
+            peers[uid] = checks.harm_reset(peers[uid], window, vcfg)
             ledger.flag(uid, "harmful")
     return scores
 

@@ -28,9 +28,9 @@ from typing import Any
 from gauntlet_jax.errors import StateError
 
 # 2 added the escalating slash's and the negative evaluations' history (validator/ladder.py);
-# a version-1 file is read with those empty.
-SCHEMA_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+# 3 the harm debt (checks.harm_reset). An older file is read with what it lacks empty.
+SCHEMA_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 
 # Every reason a peer's score can be cut; counts per reason are kept on its record.
 SLASH_REASONS: tuple[str, ...] = (
@@ -83,6 +83,9 @@ class PeerRecord:
     fault_history: tuple[int, ...] = ()
     negative_streak: int = 0
     eval_history: tuple[int, ...] = ()
+    # Harm memory (checks.harm_debt): the debt as of harm_window, the window of the last catch.
+    harm_debt: float = 0.0
+    harm_window: int | None = None
     slash_counts: Mapping[str, int] = field(default_factory=dict)
     last_losses: Mapping[str, float] = field(default_factory=dict)
 
@@ -145,6 +148,8 @@ def _record_to_json(r: PeerRecord) -> dict[str, Any]:
         "fault_history": list(r.fault_history),
         "negative_streak": r.negative_streak,
         "eval_history": list(r.eval_history),
+        "harm_debt": r.harm_debt,
+        "harm_window": r.harm_window,
         "slash_counts": dict(sorted(r.slash_counts.items())),
         "last_losses": dict(sorted(r.last_losses.items())),
     }
@@ -212,7 +217,12 @@ class _Reader:
 
 _RECORD_KEYS = tuple(_record_to_json(PeerRecord(uid=0)))
 _LADDER_KEYS = ("fault_streak", "fault_history", "negative_streak", "eval_history")
-_RECORD_KEYS_V1 = tuple(k for k in _RECORD_KEYS if k not in _LADDER_KEYS)
+_HARM_KEYS = ("harm_debt", "harm_window")
+_RECORD_KEYS_BY_VERSION = {
+    1: tuple(k for k in _RECORD_KEYS if k not in (*_LADDER_KEYS, *_HARM_KEYS)),
+    2: tuple(k for k in _RECORD_KEYS if k not in _HARM_KEYS),
+    3: _RECORD_KEYS,
+}
 _STATE_KEYS = tuple(state_to_json(fresh_state(0)))
 
 
@@ -225,8 +235,15 @@ def _flags(rd: _Reader, value: Any, where: str) -> tuple[int, ...]:
     return out
 
 
+def _harm_debt(rd: _Reader, value: Any, where: str) -> float:
+    debt = rd.float_(value, where)
+    if debt < 0:
+        raise rd.fail(where, f"must be ≥ 0, got {debt}")
+    return debt
+
+
 def _record_from_json(rd: _Reader, value: Any, where: str, version: int) -> PeerRecord:
-    d = rd.obj(value, where, _RECORD_KEYS if version >= 2 else _RECORD_KEYS_V1)
+    d = rd.obj(value, where, _RECORD_KEYS_BY_VERSION[version])
     mu = rd.opt_float(d["mu"], f"{where}.mu")
     sigma = rd.opt_float(d["sigma"], f"{where}.sigma")
     if (mu is None) != (sigma is None):
@@ -262,6 +279,8 @@ def _record_from_json(rd: _Reader, value: Any, where: str, version: int) -> Peer
         fault_history=_flags(rd, d.get("fault_history", []), f"{where}.fault_history"),
         negative_streak=rd.int_(d.get("negative_streak", 0), f"{where}.negative_streak", minimum=0),
         eval_history=_flags(rd, d.get("eval_history", []), f"{where}.eval_history"),
+        harm_debt=_harm_debt(rd, d.get("harm_debt", 0.0), f"{where}.harm_debt"),
+        harm_window=rd.opt_int(d.get("harm_window"), f"{where}.harm_window"),
         slash_counts={k: int(v) for k, v in counts.items()},
         last_losses={k: float(v) for k, v in losses.items()},
     )
@@ -273,7 +292,10 @@ def state_from_json(value: Any, source: str = "<memory>") -> ValidatorState:
     d = rd.obj(value, "top level")
     version = d.get("schema")
     if version not in READABLE_VERSIONS or isinstance(version, bool):
-        raise rd.fail("schema", f"expected version {SCHEMA_VERSION} (or 1), got {version!r}")
+        raise rd.fail(
+            "schema",
+            f"expected version {SCHEMA_VERSION} (or an older {READABLE_VERSIONS[:-1]}), got {version!r}",
+        )
     d = rd.obj(value, "top level", _STATE_KEYS)
     peers_raw = rd.obj(d["peers"], "peers")
     peers: dict[int, PeerRecord] = {}
