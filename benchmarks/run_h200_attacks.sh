@@ -10,7 +10,8 @@
 # with the harm reset (evidence), and the same with power 3 (evidence_p3); with the harm test
 # at a tenth of the median LossScore (idle_p3, which met issue 17's bars), and also resetting
 # the rating (idle_reset_p3); idle_p3 with a harm memory of 20 or 50 windows' half-life
-# (memory20, memory50). SEEDS="0 1" runs every setting with each seed (runs named SETTING@sSEED;
+# (memory20, memory50); harm confirmed by 2 catches in a row, then an exclusion of 100 windows
+# (confirm_exclude) or the 50-window memory (confirm_memory). SEEDS="0 1" runs every setting with each seed (runs named SETTING@sSEED;
 # one seed: named SETTING). Back in $OUT (≤ 8 files): attacks.md (one table per setting), summaries.json ({setting: {arm: summary}}),
 # logs.txt (each process' stderr tail and exit status), env.txt, metrics.tar.xz (every arm's
 # per-peer, per-window metrics.jsonl, for reading why a share is what it is).
@@ -36,6 +37,9 @@ declare -A SETTINGS=(
 )
 SETTINGS[memory20]="${SETTINGS[idle_p3]} --set validator.harm_memory_windows=20"
 SETTINGS[memory50]="${SETTINGS[idle_p3]} --set validator.harm_memory_windows=50"
+confirm2="--set validator.harm_confirm=2 --set validator.harm_confirm_of=2"
+SETTINGS[confirm_exclude]="${SETTINGS[idle_p3]} $confirm2 --set validator.harm_exclude_windows=100"
+SETTINGS[confirm_memory]="${SETTINGS[memory50]} $confirm2"
 # Every (setting, seed) is a run with its own directory and table.
 declare -A RUN_SETTING=() RUN_SEED=()
 runs=()

@@ -227,6 +227,17 @@ class ValidatorConfig:
     # an attacker that turns whenever it is rated high pays more each time (docs/attacks.md).
     # 0 = no memory.
     harm_memory_windows: float = 0.0
+    # Harm confirmation (with harm_reset): a catch resets the peer only when at least
+    # harm_confirm of its last harm_confirm_of evaluations (this one included) were caught. One
+    # unlucky evaluation of an honest peer (its update hurt that window's random pages: 2–3.5 %
+    # of honest evaluations on the tiny config, some at −1.7 × the window's median) then costs
+    # it only its rank; an attacker that stays harmful is caught again. 1 of 1 = every catch.
+    harm_confirm: int = 1
+    harm_confirm_of: int = 1
+    # A confirmed catch also makes the peer a newcomer (its harm debt kept) and keeps it out of
+    # gather and evaluation for this many windows, as the overlap and repeated-fault
+    # exclusions do. 0 = no exclusion.
+    harm_exclude_windows: int = 0
     sync_max_steps: float = 3.0
     sync_curve_steps: float = 5.0
     sync_probes: int = 256
@@ -275,6 +286,15 @@ class ValidatorConfig:
         if not self.harm_memory_windows >= 0:
             raise ConfigError(
                 f"validator.harm_memory_windows must be ≥ 0 (0 = off), got {self.harm_memory_windows}"
+            )
+        if not 1 <= self.harm_confirm <= self.harm_confirm_of:
+            raise ConfigError(
+                "validator.harm_confirm must be ≥ 1 and ≤ harm_confirm_of, got "
+                f"{self.harm_confirm} of {self.harm_confirm_of}"
+            )
+        if self.harm_exclude_windows < 0:
+            raise ConfigError(
+                f"validator.harm_exclude_windows must be ≥ 0, got {self.harm_exclude_windows}"
             )
         if self.own_data_evidence not in OWN_DATA_EVIDENCE:
             raise ConfigError(

@@ -386,6 +386,35 @@ def test_harm_memory_makes_a_repeat_catch_cost_more_and_fades():
         ValidatorConfig(harm_memory_windows=-1.0)
 
 
+def test_harm_confirmation_spares_one_unlucky_evaluation_and_can_exclude():
+    from gauntlet_jax.validator.checks import book_harm
+
+    cfg = dataclasses.replace(CFG, harm_reset=True, harm_confirm=2, harm_confirm_of=3)
+    rec = PeerRecord(uid=8, mu=31.0, sigma=3.0, bma=0.7)
+    once, reset = book_harm(rec, 10, True, cfg)  # one catch: noted, nothing cut
+    assert not reset and (once.bma, once.harm_history, once.slash_counts) == (0.7, (1,), {})
+    clean, _ = book_harm(once, 11, False, cfg)
+    clean, _ = book_harm(clean, 12, False, cfg)
+    late, reset = book_harm(clean, 13, True, cfg)  # the first catch is 3 evaluations back
+    assert not reset and late.harm_history == (0, 0, 1)
+    twice, reset = book_harm(late, 14, True, cfg)  # 2 of the last 3: confirmed
+    assert reset and twice.bma == 0.0 and twice.slash_counts == {"harmful": 1}
+    assert twice.harm_history == () and twice.mu == 31.0
+    assert book_harm(twice, 15, True, cfg) == (dataclasses.replace(twice, harm_history=(1,)), False)
+    # A confirmed catch with an exclusion: a newcomer out for 50 windows, its debt kept.
+    out = dataclasses.replace(cfg, harm_exclude_windows=50, harm_memory_windows=20.0)
+    excluded, reset = book_harm(late, 14, True, out)
+    assert reset and excluded == PeerRecord(
+        uid=8, excluded_until=65, harm_debt=1.0, harm_window=14, slash_counts={"harmful": 1}
+    )
+    # The default, 1 of 1: every catch resets, as before confirmation existed.
+    assert book_harm(rec, 10, True, dataclasses.replace(cfg, harm_confirm=1, harm_confirm_of=1))[1]
+    with pytest.raises(ConfigError, match="harm_confirm must be ≥ 1 and ≤ harm_confirm_of"):
+        ValidatorConfig(harm_confirm=3, harm_confirm_of=2)
+    with pytest.raises(ConfigError, match="harm_exclude_windows must be ≥ 0"):
+        ValidatorConfig(harm_exclude_windows=-1)
+
+
 def test_book_evaluations_resets_a_harmful_peer_and_grades_by_the_window():
     from gauntlet_jax.validator.evaluation import book_evaluations
     from gauntlet_jax.validator.window_record import WindowLedger
@@ -416,6 +445,12 @@ def test_book_evaluations_resets_a_harmful_peer_and_grades_by_the_window():
     book_evaluations(9, losses, {}, again, dataclasses.replace(vcfg, harm_memory_windows=30.0))
     assert again.peers[5].bma == -1.0 and again.peers[5].harm_debt == 2.0
     assert again.peers[5].harm_window == 9 and again.peers[2].harm_window is None
+    # Needing 2 of the last 2, the first catch is noted, not cut.
+    confirming = WindowLedger.open(saved, saved)
+    two = dataclasses.replace(vcfg, harm_confirm=2, harm_confirm_of=2)
+    book_evaluations(9, losses, {}, confirming, two)
+    assert confirming.peers[5].harm_history == (1,) and confirming.slashes[5] == []
+    assert confirming.checks[5]["harm"] == "unconfirmed" and confirming.peers[5].bma > 0.7
     # Off (the reference): the same window books b = −1 for the flipped peer and keeps its BMA.
     plain = WindowLedger.open(saved, saved)
     book_evaluations(9, losses, {}, plain, CFG)

@@ -121,7 +121,7 @@ def test_the_state_file_keeps_the_history_and_reads_a_version_1_file() -> None:
     old["schema"] = 1
     for key in ("fault_streak", "fault_history", "negative_streak", "eval_history"):
         del old["peers"]["7"][key]
-    for key in ("harm_debt", "harm_window"):  # version 3's
+    for key in ("harm_debt", "harm_window", "harm_history"):  # version 3's
         del old["peers"]["7"][key]
     assert state_from_json(old).peers[7] == peer()
     bad = state_to_json(state)

@@ -56,7 +56,12 @@ def is_out_of_sync(x: float, cfg: ValidatorConfig) -> bool:
 # Slashes
 
 
-def _count(record: PeerRecord, reason: str) -> dict[str, int]:
+def push_flag(history: tuple[int, ...], flag: int, keep: int) -> tuple[int, ...]:
+    """`history` with `flag` (0/1) appended, its last `keep` entries (none if keep is 0)."""
+    return (*history, flag)[-keep:] if keep > 0 else ()
+
+
+def count_slash(record: PeerRecord, reason: str) -> dict[str, int]:
     if reason not in SLASH_REASONS:
         raise ValueError(f"unknown slash reason {reason!r}; known: {', '.join(SLASH_REASONS)}")
     counts = dict(record.slash_counts)
@@ -67,7 +72,7 @@ def _count(record: PeerRecord, reason: str) -> dict[str, int]:
 def slash(record: PeerRecord, reason: str, cfg: ValidatorConfig) -> PeerRecord:
     """final and BMA × slash_factor when final > 0 (missing, late/early, invalid, out of sync,
     eval_missing). A non-positive final is left alone; the event is counted either way."""
-    counts = _count(record, reason)
+    counts = count_slash(record, reason)
     if record.final > 0:
         return dataclasses.replace(
             record,
@@ -80,7 +85,7 @@ def slash(record: PeerRecord, reason: str, cfg: ValidatorConfig) -> PeerRecord:
 
 def zero_on_invalid_eval(record: PeerRecord) -> PeerRecord:
     """An evaluated peer's payload failed validation: final := 0 if positive, negative kept."""
-    counts = _count(record, "eval_invalid")
+    counts = count_slash(record, "eval_invalid")
     return dataclasses.replace(record, final=min(record.final, 0.0), slash_counts=counts)
 
 
@@ -120,7 +125,7 @@ def apply_inactivity(
             )
             continue
         since = window if rec.inactive_since is None else rec.inactive_since
-        counts = _count(rec, "inactive")
+        counts = count_slash(rec, "inactive")
         if window - since > cfg.inactivity_reset_windows:
             # An overlap exclusion outlives the reset: waiting it out inactive ends nothing early.
             out[uid] = PeerRecord(uid=uid, slash_counts=counts, excluded_until=rec.excluded_until)
@@ -211,21 +216,52 @@ def harm_debt(record: PeerRecord, window: int, half_life: float) -> float:
 
 
 def harm_reset(record: PeerRecord, window: int, cfg: ValidatorConfig) -> PeerRecord:
-    """The peer was caught harming at `window`: its evidence of own work is gone. BMA to −D, D
-    its harm debt before this catch (`harm_debt`; 0 without `harm_memory_windows`, so BMA to 0
-    as the plain reset): its final (ordinal × max(0, BMA) × sync) is 0 until new evaluations
-    rebuild the evidence at the BMA's pace, longer the more it was caught lately. The catch
-    adds 1 to the debt. The rating is kept (the window's match ranks the peer last anyway)
-    unless `harm_resets_rating`: then it is rated from a newcomer's μ and σ."""
+    """The peer's harm is confirmed at `window`: its evidence of own work is gone. BMA to −D, D
+    its harm debt before (`harm_debt`; 0 without `harm_memory_windows`, so BMA to 0 as the
+    plain reset): its final (ordinal × max(0, BMA) × sync) is 0 until new evaluations rebuild
+    the evidence at the BMA's pace, longer the more it was caught lately. The reset adds 1 to
+    the debt and empties the confirmation history. The rating is kept (the window's match
+    ranks the peer last anyway) unless `harm_resets_rating` (a newcomer's μ and σ); with
+    `harm_exclude_windows` the peer becomes a newcomer kept out of gather and evaluation."""
     prior = harm_debt(record, window, cfg.harm_memory_windows)
-    caught = dataclasses.replace(
-        record, bma=-prior if prior > 0 else 0.0, slash_counts=_count(record, "harmful")
-    )
+    counts = count_slash(record, "harmful")
     if cfg.harm_memory_windows > 0:
-        caught = dataclasses.replace(caught, harm_debt=prior + 1.0, harm_window=window)
+        debt, debt_window = prior + 1.0, window
+    else:
+        debt, debt_window = record.harm_debt, record.harm_window
+    if cfg.harm_exclude_windows > 0:
+        excluded = max(record.excluded_until or 0, window + 1 + cfg.harm_exclude_windows)
+        return PeerRecord(
+            uid=record.uid,
+            excluded_until=excluded,
+            harm_debt=debt,
+            harm_window=debt_window,
+            slash_counts=counts,
+        )
+    caught = dataclasses.replace(
+        record,
+        bma=-prior if prior > 0 else 0.0,
+        harm_debt=debt,
+        harm_window=debt_window,
+        harm_history=(),
+        slash_counts=counts,
+    )
     if cfg.harm_resets_rating:
         caught = dataclasses.replace(caught, mu=None, sigma=None)
     return caught
+
+
+def book_harm(
+    record: PeerRecord, window: int, caught: bool, cfg: ValidatorConfig
+) -> tuple[PeerRecord, bool]:
+    """One evaluation through the harm test (`is_harmful` gave `caught`): pushed on the peer's
+    confirmation history, and the reset (`harm_reset`) once at least `harm_confirm` of its last
+    `harm_confirm_of` evaluations were caught. Returns the record and whether it was reset."""
+    history = push_flag(record.harm_history, int(caught), cfg.harm_confirm_of)
+    noted = dataclasses.replace(record, harm_history=history)
+    if not caught or sum(history) < cfg.harm_confirm:
+        return noted, False
+    return harm_reset(noted, window, cfg), True
 
 
 def update_bma(bma: float, b: float, alpha: float = 0.05) -> float:

@@ -408,11 +408,15 @@ def book_evaluations(
         peers[uid] = checks.record_evaluation(peers[uid], window, v, x, vcfg, margin)
         scores[uid] = peers[uid].last_losses["improvement_random"]
         ledger.note(uid, "evaluated", "ok")
-        if vcfg.harm_reset and checks.is_harmful(
-            scores[uid], median_score, vcfg.indicator_dead_band, vcfg.harm_fraction
-        ):
-            peers[uid] = checks.harm_reset(peers[uid], window, vcfg)
-            ledger.flag(uid, "harmful")
+        if vcfg.harm_reset:
+            caught = checks.is_harmful(
+                scores[uid], median_score, vcfg.indicator_dead_band, vcfg.harm_fraction
+            )
+            peers[uid], reset = checks.book_harm(peers[uid], window, caught, vcfg)
+            if reset:
+                ledger.flag(uid, "harmful")
+            elif caught:
+                ledger.note(uid, "harm", "unconfirmed")
     return scores
 
 

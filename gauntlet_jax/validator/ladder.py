@@ -34,22 +34,14 @@ from gauntlet_jax.validator import checks
 from gauntlet_jax.validator.state import PeerRecord
 
 
-def _push(history: tuple[int, ...], flag: int, keep: int) -> tuple[int, ...]:
-    return (*history, flag)[-keep:] if keep > 0 else ()
-
-
-def _count(record: PeerRecord, reason: str) -> dict[str, int]:
-    counts = dict(record.slash_counts)
-    counts[reason] = counts.get(reason, 0) + 1
-    return counts
-
-
 def payload_ok(record: PeerRecord, cfg: ValidatorConfig) -> PeerRecord:
     """A gather window with the peer's payload in order: the fault streak ends."""
     if not cfg.escalating_slash:
         return record
     return dataclasses.replace(
-        record, fault_streak=0, fault_history=_push(record.fault_history, 0, cfg.slash_history)
+        record,
+        fault_streak=0,
+        fault_history=checks.push_flag(record.fault_history, 0, cfg.slash_history),
     )
 
 
@@ -60,9 +52,9 @@ def payload_fault(
     record after the penalty and whether it was the reset of repeated faults."""
     if not cfg.escalating_slash:
         return checks.slash(record, reason, cfg), False
-    history = _push(record.fault_history, 1, cfg.slash_history)
+    history = checks.push_flag(record.fault_history, 1, cfg.slash_history)
     streak = record.fault_streak + 1
-    counts = _count(record, reason)
+    counts = checks.count_slash(record, reason)
     if len(history) == cfg.slash_history and sum(history) > cfg.slash_mega_fraction * len(history):
         counts["repeated_faults"] = counts.get("repeated_faults", 0) + 1
         excluded = max(record.excluded_until or 0, window + 1 + cfg.slash_exclude_windows)
@@ -103,7 +95,7 @@ def track_negative_evaluations(
     for uid in sorted(scores):
         record = peers[uid]
         negative = int(scores[uid] < 0)
-        history = _push(record.eval_history, negative, cfg.negative_history)
+        history = checks.push_flag(record.eval_history, negative, cfg.negative_history)
         record = dataclasses.replace(
             record,
             eval_history=history,
@@ -114,7 +106,7 @@ def track_negative_evaluations(
             record = dataclasses.replace(
                 record,
                 final=record.final * cfg.negative_slash_factor,
-                slash_counts=_count(record, "negative"),
+                slash_counts=checks.count_slash(record, "negative"),
             )
             slashed.append(uid)
         out[uid] = record

@@ -28,7 +28,7 @@ from typing import Any
 from gauntlet_jax.errors import StateError
 
 # 2 added the escalating slash's and the negative evaluations' history (validator/ladder.py);
-# 3 the harm debt (checks.harm_reset). An older file is read with what it lacks empty.
+# 3 the harm memory and confirmation (checks.harm_reset, checks.book_harm). An older file is read with what it lacks empty.
 SCHEMA_VERSION = 3
 READABLE_VERSIONS = (1, 2, 3)
 
@@ -83,9 +83,11 @@ class PeerRecord:
     fault_history: tuple[int, ...] = ()
     negative_streak: int = 0
     eval_history: tuple[int, ...] = ()
-    # Harm memory (checks.harm_debt): the debt as of harm_window, the window of the last catch.
+    # Harm memory (checks.harm_debt): the debt as of harm_window, the window of the last reset;
+    # harm confirmation (checks.book_harm): the last evaluations, 1 = caught harming.
     harm_debt: float = 0.0
     harm_window: int | None = None
+    harm_history: tuple[int, ...] = ()
     slash_counts: Mapping[str, int] = field(default_factory=dict)
     last_losses: Mapping[str, float] = field(default_factory=dict)
 
@@ -150,6 +152,7 @@ def _record_to_json(r: PeerRecord) -> dict[str, Any]:
         "eval_history": list(r.eval_history),
         "harm_debt": r.harm_debt,
         "harm_window": r.harm_window,
+        "harm_history": list(r.harm_history),
         "slash_counts": dict(sorted(r.slash_counts.items())),
         "last_losses": dict(sorted(r.last_losses.items())),
     }
@@ -217,7 +220,7 @@ class _Reader:
 
 _RECORD_KEYS = tuple(_record_to_json(PeerRecord(uid=0)))
 _LADDER_KEYS = ("fault_streak", "fault_history", "negative_streak", "eval_history")
-_HARM_KEYS = ("harm_debt", "harm_window")
+_HARM_KEYS = ("harm_debt", "harm_window", "harm_history")
 _RECORD_KEYS_BY_VERSION = {
     1: tuple(k for k in _RECORD_KEYS if k not in (*_LADDER_KEYS, *_HARM_KEYS)),
     2: tuple(k for k in _RECORD_KEYS if k not in _HARM_KEYS),
@@ -281,6 +284,7 @@ def _record_from_json(rd: _Reader, value: Any, where: str, version: int) -> Peer
         eval_history=_flags(rd, d.get("eval_history", []), f"{where}.eval_history"),
         harm_debt=_harm_debt(rd, d.get("harm_debt", 0.0), f"{where}.harm_debt"),
         harm_window=rd.opt_int(d.get("harm_window"), f"{where}.harm_window"),
+        harm_history=_flags(rd, d.get("harm_history", []), f"{where}.harm_history"),
         slash_counts={k: int(v) for k, v in counts.items()},
         last_losses={k: float(v) for k, v in losses.items()},
     )
