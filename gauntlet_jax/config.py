@@ -224,7 +224,8 @@ class ValidatorConfig:
     # harm debt before it: each earlier catch counts 1, halving every harm_memory_windows
     # windows since. A first catch costs what the reset alone does; a peer caught again soon
     # climbs from −D (ln(1 + D) / −ln(1 − bma_alpha) windows of good evidence back to 0), so
-    # an attacker that turns whenever it is rated high pays more each time (docs/attacks.md).
+    # an attacker that turns whenever it is rated high pays more each time. Alone it also
+    # grinds honest peers, whose catches recur late in a run (measured: docs/attacks.md).
     # 0 = no memory.
     harm_memory_windows: float = 0.0
     # Harm confirmation (with harm_reset): a catch resets the peer only when at least
@@ -285,7 +286,8 @@ class ValidatorConfig:
     def __post_init__(self) -> None:
         if not self.harm_memory_windows >= 0:
             raise ConfigError(
-                f"validator.harm_memory_windows must be ≥ 0 (0 = off), got {self.harm_memory_windows}"
+                "validator.harm_memory_windows must be ≥ 0 (0 = off), "
+                f"got {self.harm_memory_windows}"
             )
         if not 1 <= self.harm_confirm <= self.harm_confirm_of:
             raise ConfigError(

@@ -28,7 +28,8 @@ from typing import Any
 from gauntlet_jax.errors import StateError
 
 # 2 added the escalating slash's and the negative evaluations' history (validator/ladder.py);
-# 3 the harm memory and confirmation (checks.harm_reset, checks.book_harm). An older file is read with what it lacks empty.
+# 3 the harm memory and confirmation (checks.harm_reset, checks.book_harm). An older file is
+# read with what it lacks empty.
 SCHEMA_VERSION = 3
 READABLE_VERSIONS = (1, 2, 3)
 
@@ -298,7 +299,8 @@ def state_from_json(value: Any, source: str = "<memory>") -> ValidatorState:
     if version not in READABLE_VERSIONS or isinstance(version, bool):
         raise rd.fail(
             "schema",
-            f"expected version {SCHEMA_VERSION} (or an older {READABLE_VERSIONS[:-1]}), got {version!r}",
+            f"expected version {SCHEMA_VERSION} (or an older {READABLE_VERSIONS[:-1]}), "
+            f"got {version!r}",
         )
     d = rd.obj(value, "top level", _STATE_KEYS)
     peers_raw = rd.obj(d["peers"], "peers")
