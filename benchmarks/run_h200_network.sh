@@ -7,12 +7,14 @@
 #   score       scoring rate now vs OLD (an older tree on PYTHONPATH), then the screen
 #   screen      the screen at 1b2 on trained θ (SCREEN_SET: config overrides, e.g. a tokenizer)
 #   miner       the miner step's copies, per remat variant
+#   train       the miner step (bench train, the shipped 1b2 config) beside its PyTorch anchors
+#               (HF eager, then torch.compile), same shapes and tokens
 #   window      one whole validator window at 1b2, 20 peers
 # Packages the device image lacks (the demo corpus, its tokenizer) travel in .devdeps/ (carry it;
 # it is put on PYTHONPATH). JSON lines go to $OUT/<part>.jsonl, stderr to $OUT/<part>.err; each
 # step has its own limit.
 set -u
-[ $# -gt 0 ] || { echo "usage: $0 PART... (exact crosscheck aggregate score screen miner window)" >&2; exit 2; }
+[ $# -gt 0 ] || { echo "usage: $0 PART... (exact crosscheck aggregate score screen miner train window)" >&2; exit 2; }
 OUT=${OUT:-/tmp/bench_out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.94}
@@ -69,6 +71,11 @@ screen)
   ;;
 miner)
   step 90 "miner copies" "$PY" -m benchmarks.miner_copies --config configs/1b2.yaml --micro-batches 4 --repeats 3
+  ;;
+train)
+  step 120 "train 1b2 M=4" "${BENCH[@]}" train --micro-batches 4 --repeats 3
+  step 90 "train torch eager" "$PY" -m benchmarks.torch_train_reference --config configs/1b2.yaml --micro-batches 4 --repeats 3
+  step "${COMPILE_S:-240}" "train torch compile" "$PY" -m benchmarks.torch_train_reference --config configs/1b2.yaml --micro-batches 4 --repeats 3 --compile
   ;;
 window)
   # 20 real miners' payloads (one micro-batch each: the payload's size does not depend on it) and

@@ -172,6 +172,65 @@ def measure_peak(device: torch.device, n: int, per_burst: int = 10) -> float:
     return 2.0 * n**3 * per_burst / statistics.median(timed(burst, device, warmup=1, repeats=5))
 
 
+def flops_per_token(model: LlamaForCausalLM, cfg: Config) -> float:
+    """Forward FLOPs per token, counted as the JAX bench counts them: 2 per matrix parameter
+    (the embedding lookup is none) plus the attention products over `seq_len`."""
+    n_params = sum(p.numel() for p in model.parameters())
+    matmul_params = n_params - model.get_input_embeddings().weight.numel()
+    m = cfg.model
+    return 2.0 * matmul_params + 2.0 * m.seq_len * m.n_heads * (m.d_model // m.n_heads) * m.n_layers
+
+
+def reference_record(
+    what: str,
+    cfg: Config,
+    model: LlamaForCausalLM,
+    times: list[float],
+    first: float,
+    peak: float,
+    *,
+    work: float,
+    unit: str,
+    flops: float,
+    **extra: Any,
+) -> dict[str, Any]:
+    """One JSON line in the bench's format (`gauntlet_jax/bench/measure.py`'s fields): `work`
+    units per median call as the throughput, MFU against the bf16 `peak` the process measured."""
+    device = next(model.parameters()).device
+    median = statistics.median(times)
+    return {
+        "what": what,
+        "config": cfg.name,
+        "platform": "gpu" if device.type == "cuda" else device.type,
+        "device_kind": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "device_count": 1,
+        "batch_shape": [cfg.data.batch_size, cfg.model.seq_len],
+        "median_s": median,
+        "times_s": [round(x, 6) for x in times],
+        "first_call_s": first,
+        "throughput": work / median,
+        "unit": unit,
+        "flops": flops,
+        "tflops_per_s": flops / median / 1e12,
+        "mfu": flops / median / peak,
+        "peak_tflops_per_s": peak / 1e12,
+        "peak_bytes_in_use": (
+            torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+        ),
+        "params": sum(p.numel() for p in model.parameters()),
+        "compute_dtype": "bfloat16 autocast",
+        "attention": model.config._attn_implementation,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        **extra,
+    }
+
+
+def peak_for(device: torch.device) -> float:
+    return measure_peak(device, ACCEL_PEAK_SIZE if device.type == "cuda" else CPU_PEAK_SIZE)
+
+
 class Scorer:
     """One window's scoring, the reference's way."""
 
@@ -238,7 +297,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     n_own, n_rand = args.own_batches, args.random_batches
     torch.manual_seed(args.seed)
 
-    peak = measure_peak(device, ACCEL_PEAK_SIZE if device.type == "cuda" else CPU_PEAK_SIZE)
+    peak = peak_for(device)
     model = hf_model(cfg, device)
     leaves = [
         leaf_plan(name, p.shape, cfg.compress.chunk, cfg.compress.topk)
@@ -265,46 +324,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     times = timed(
         lambda: scorer.score_window(payloads, own, rand), device, args.warmup, max(1, args.repeats)
     )
-    median = statistics.median(times)
-
-    n_params = sum(p.numel() for p in model.parameters())
-    matmul_params = n_params - model.get_input_embeddings().weight.numel()
-    m = cfg.model
-    per_token = 2.0 * matmul_params + 2.0 * t * m.n_heads * (m.d_model // m.n_heads) * m.n_layers
     tokens = b * t * (n_rand + k * (2 * n_own + n_rand))
-    flops = per_token * tokens
-    record = {
-        "what": "score_torch_reference",
-        "config": cfg.name,
-        "platform": "gpu" if device.type == "cuda" else device.type,
-        "device_kind": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "device_count": 1,
-        "batch_shape": [b, t],
-        "median_s": median,
-        "times_s": [round(x, 6) for x in times],
-        "first_call_s": first,
-        "throughput": k / median,
-        "unit": "candidates/s",
-        "flops": flops,
-        "tflops_per_s": flops / median / 1e12,
-        "mfu": flops / median / peak,
-        "peak_tflops_per_s": peak / 1e12,
-        "peak_bytes_in_use": (
-            torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
-        ),
-        "params": n_params,
-        "compute_dtype": "bfloat16 autocast",
-        "attention": model.config._attn_implementation,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "candidates": k,
-        "own_batches": n_own,
-        "random_batches": n_rand,
-        "forwards": 1 + 3 * k,
-        "tokens": tokens,
-        "repeats": args.repeats,
-    }
+    record = reference_record(
+        "score_torch_reference",
+        cfg,
+        model,
+        times,
+        first,
+        peak,
+        work=k,
+        unit="candidates/s",
+        flops=flops_per_token(model, cfg) * tokens,
+        candidates=k,
+        own_batches=n_own,
+        random_batches=n_rand,
+        forwards=1 + 3 * k,
+        tokens=tokens,
+        repeats=args.repeats,
+    )
     print(json.dumps(record), flush=True)
 
 
