@@ -47,13 +47,13 @@ def _decode(data: bytes, uid: int, ctx: UploadContext) -> DecodedPayload | None:
         return None
 
 
-def _unit_chunks(vals: np.ndarray) -> np.ndarray:
+def unit_chunks(vals: np.ndarray) -> np.ndarray:
     """Each chunk's k values over their L2 norm: what the merge normalises every peer to."""
     norm = np.sqrt(np.sum(vals.astype(np.float64) ** 2, axis=-1, keepdims=True))
     return np.where(norm > 0, vals / np.maximum(norm, 1e-30), 0.0)
 
 
-def _dense(idx: np.ndarray, units: np.ndarray, chunk_elems: int) -> np.ndarray:
+def dense_chunks(idx: np.ndarray, units: np.ndarray, chunk_elems: int) -> np.ndarray:
     """[n_chunks, chunk_elems] float64 with each chunk's values at its indices, zero elsewhere."""
     k = idx.shape[-1]
     out = np.zeros((idx.size // k, chunk_elems))
@@ -71,9 +71,9 @@ def honest_spread(
     for j, lp in enumerate(plan.leaves):
         dense = np.stack(
             [
-                _dense(
+                dense_chunks(
                     np.asarray(plan.flatten(p.idx)[j]),
-                    _unit_chunks(np.asarray(plan.flatten(p.vals)[j])),
+                    unit_chunks(np.asarray(plan.flatten(p.vals)[j])),
                     lp.chunk_elems,
                 )
                 for p in payloads
@@ -102,7 +102,7 @@ def alie_values(
         mu_at = np.take_along_axis(mu, flat_idx, axis=-1).reshape(idx.shape)
         sd_at = np.take_along_axis(sd, flat_idx, axis=-1).reshape(idx.shape)
         norm = np.sqrt(np.sum(vals.astype(np.float64) ** 2, axis=-1, keepdims=True))
-        shifted = _unit_chunks(vals) - z * sd_at * np.sign(mu_at)
+        shifted = unit_chunks(vals) - z * sd_at * np.sign(mu_at)
         out.append((shifted * norm).astype(np.float32))
     return plan.unflatten(out)
 
