@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,17 @@ from gauntlet_jax.node.replica import plan_for
 from gauntlet_jax.sim.adaptive import dense_chunks, unit_chunks
 
 BUCKET = re.compile(r"peer(\d+)-(\w+)")
+
+
+def leave_one_out_cosines(units: Mapping[int, np.ndarray]) -> dict[int, float]:
+    """Each vector's cosine with the sum of the others (two or more vectors)."""
+    if len(units) < 2:
+        raise ValueError(f"need at least two payloads, got {len(units)}")
+    total = sum(units.values())
+    return {
+        uid: float(u @ (total - u) / (np.linalg.norm(u) * np.linalg.norm(total - u)))
+        for uid, u in units.items()
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -75,11 +86,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                     )
                 ]
             )
-        total = sum(units.values())
+        if len(units) < 2:
+            continue
         cells = []
-        for uid, u in units.items():
-            rest = total - u
-            cos = float(u @ rest / (np.linalg.norm(u) * np.linalg.norm(rest)))
+        for uid, cos in leave_one_out_cosines(units).items():
             ranges[kinds[uid]].append(cos)
             cells.append(f"{uid} ({kinds[uid]}) {cos:+.3f}")
         print(f"window {window}: " + ", ".join(cells))

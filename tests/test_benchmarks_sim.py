@@ -1,10 +1,13 @@
-"""The simulation benchmarks' arithmetic: exact_vs_float's verdict against the run-to-run noise."""
+"""The simulation benchmarks' arithmetic: exact_vs_float's verdict against the run-to-run noise,
+payload_directions' leave-one-out cosines."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from benchmarks.exact_vs_float import compare
+from benchmarks.payload_directions import leave_one_out_cosines
 
 STEPS = [0, 1, 2]
 
@@ -34,3 +37,18 @@ def test_a_shift_beyond_twice_the_spread_is_not() -> None:
 def test_one_seed_gives_no_verdict() -> None:
     one = {k: {0: v[0]} for k, v in _curves(0.0).items()}
     assert compare(one, STEPS)["within_noise"] is None
+
+
+def test_leave_one_out_cosines_see_a_peer_against_the_rest() -> None:
+    rng = np.random.default_rng(0)
+    common = rng.standard_normal(64)
+    units = {u: common + 0.1 * rng.standard_normal(64) for u in (1, 2, 3)}
+    units[4] = -common  # pushes against what the others agree on
+    others = sum(units.values())
+    axis = np.eye(64)[0]
+    units[5] = axis - (axis @ others) / (others @ others) * others  # orthogonal to their sum
+    cos = leave_one_out_cosines(units)
+    assert all(cos[u] > 0.4 for u in (1, 2, 3)) and cos[4] < -0.9
+    assert cos[5] == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="at least two payloads"):
+        leave_one_out_cosines({1: common})
