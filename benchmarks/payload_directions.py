@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gauntlet_jax.compress.codec import decode_payload
+from gauntlet_jax.compress.codec import decode_payload, payload_cap
 from gauntlet_jax.config import add_config_args, config_from_args
 from gauntlet_jax.errors import InvalidPayload
 from gauntlet_jax.node.replica import plan_for
@@ -53,6 +53,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
     plan = plan_for(cfg)
+    cap = payload_cap(plan, cfg.compress.max_payload_bytes)  # as the validator reads them
     payloads: dict[int, dict[int, bytes]] = defaultdict(dict)
     kinds: dict[int, str] = {}
     for f in sorted((args.run_dir / "buckets").glob("peer*/*/gradient-*-*.safetensors")):
@@ -71,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         for uid, data in sorted(payloads[window].items()):
             try:
                 p = decode_payload(
-                    data, plan, expected_uid=uid, expected_window=window, max_bytes=1 << 31
+                    data, plan, expected_uid=uid, expected_window=window, max_bytes=cap
                 )
             except InvalidPayload as e:
                 print(f"window {window} uid {uid}: skipped ({e})")

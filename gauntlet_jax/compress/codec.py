@@ -79,6 +79,12 @@ def max_payload_bytes(plan: CompressionPlan) -> int:
     return 8 + max_header_bytes(plan) + data
 
 
+def payload_cap(plan: CompressionPlan, configured_max: int) -> int:
+    """The most bytes a reader accepts for one payload: the configured cap
+    (`compress.max_payload_bytes`), never above what an honest payload can need."""
+    return min(configured_max, max_payload_bytes(plan))
+
+
 def encode_payload(
     uid: int,
     window: int,

@@ -23,7 +23,7 @@ from gauntlet_jax.compress.codec import (
     DecodedPayload,
     PayloadStack,
     decode_payload,
-    max_payload_bytes,
+    payload_cap,
 )
 from gauntlet_jax.compress.plan import CompressionPlan
 from gauntlet_jax.compress.streaming import StreamingDecoder
@@ -222,7 +222,7 @@ class Network:
             return _decoded(raw, e)
 
     def payload_cap(self, plan: CompressionPlan) -> int:
-        return min(self.cfg.compress.max_payload_bytes, max_payload_bytes(plan))
+        return payload_cap(plan, self.cfg.compress.max_payload_bytes)
 
     def fetch_payload(
         self, uid: int, window: int, plan: CompressionPlan, deadline: float
