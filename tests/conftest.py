@@ -26,23 +26,35 @@ def shared_dir() -> Path:
     return Path(value)
 
 
-# The longest files of the 1-device phase (seconds measured by `--durations`, 2-core host),
-# longest first. `.ci/run` hands whole files to its two xdist workers in collection order: these
-# start first, so neither worker is left with one of them when the rest is done.
+# The longest files of the 1-device phase, longest first (seconds per file on the 2-core host,
+# both workers busy, 2026-12-07; `--durations` adds them up). `.ci/run` hands whole files to its
+# two xdist workers in this order (`--no-loadscope-reorder`: xdist would otherwise order files by
+# their number of tests), so the long ones start first and neither worker is left with one of
+# them when the rest is done.
 LONGEST_FILES = (
-    "test_simulate.py",
-    "test_localnet_killed.py",
-    "test_localnet_two_hosts.py",
-    "test_multihost.py",
-    "test_protocol_trains.py",
-    "test_validator_faults.py",
-    "test_exact_across_layouts.py",
-    "test_wheel.py",
-    "test_learns.py",
-    "test_bench_window.py",
-    "test_loss_delta.py",
-    "test_screen.py",
-    "test_bench.py",
+    "test_localnet_two_hosts.py",  # 110
+    "test_localnet_killed.py",  # 98
+    "test_multihost.py",  # 92
+    "test_simulate.py",  # 90
+    "test_tpu_compile.py",  # 63-82
+    "test_exact_across_layouts.py",  # 40
+    "test_validator_faults.py",  # 40
+    "test_grad.py",  # 19-53
+    "test_protocol_trains.py",  # 39
+    "test_outer.py",  # 38
+    "test_model.py",  # 35
+    "test_learns.py",  # 31
+    "test_wheel.py",  # 29
+    "test_tpu_scripts.py",  # 28
+    "test_score_payloads.py",  # 26
+    "test_bench_window.py",  # 24
+    "test_bench.py",  # 24
+    "test_screen.py",  # 24
+    "test_chain_contract.py",  # 24
+    "test_loss_delta.py",  # 22
+    "test_storage_contract.py",  # 15
+    "test_catchup.py",  # 15
+    "test_checkpoint.py",  # 12
 )
 
 
