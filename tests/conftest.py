@@ -26,11 +26,11 @@ def shared_dir() -> Path:
     return Path(value)
 
 
-# The longest files of the 1-device phase, longest first (seconds per file on the 2-core host,
-# both workers busy, 2026-12-07; `--durations` adds them up). `.ci/run` hands whole files to its
-# two xdist workers in this order (`--no-loadscope-reorder`: xdist would otherwise order files by
-# their number of tests), so the long ones start first and neither worker is left with one of
-# them when the rest is done.
+# The longest files of the 1-device phase, longest first (seconds per file, 2-core host, both
+# workers busy, 2026-12-07: a per-test timeline and a `--durations=0` run, a range where the two
+# differ). `.ci/run` hands whole files to its two xdist workers in this order
+# (`--no-loadscope-reorder`: xdist would otherwise order files by their number of tests), so the
+# long ones start first and neither worker is left with one of them when the rest is done.
 LONGEST_FILES = (
     "test_localnet_two_hosts.py",  # 110
     "test_localnet_killed.py",  # 98
