@@ -11,10 +11,13 @@ run alone) each module records its own.
 
 from __future__ import annotations
 
+import ast
 import fcntl
 import json
 import os
+import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -43,6 +46,8 @@ def overrides(root: Path) -> list[str]:
         "chain.block_time_s=1.0",
         "protocol.blocks_per_window=10",
         "protocol.put_window_s=5.0",
+        # The validator compiles while the miners wait: one window of start delay is enough.
+        "protocol.start_delay_windows=1",
         "validator.windows_per_weights=4",
         "protocol.retention_windows=100",  # keep every upload: the replays re-read them all
         "run.tensorboard=false",
@@ -93,7 +98,8 @@ def _record(root: Path) -> dict:
 
 def replica_of(root: Path, dest: Path) -> tuple[Path, list[str]]:
     """A copy of the recorded network for a replaying validator: its own state and metrics
-    start empty; the chain is frozen after the run and accepts weights every block."""
+    start empty; the chain is frozen after the run, accepts weights every block and holds no
+    weights of the validator (what it holds after a replay, the replay posted)."""
     shutil.copytree(root, dest)
     shutil.rmtree(dest / "validator-validator")
     shutil.rmtree(dest / "checkpoints", ignore_errors=True)
@@ -101,6 +107,9 @@ def replica_of(root: Path, dest: Path) -> tuple[Path, list[str]]:
     with LocalChain(dest / "chain.db") as chain:
         chain.set_clock_mode("manual")
         chain.set_param(cfg.chain.netuid, "weights_rate_limit", 0)
+    # No API removes weights from a chain: the local chain's own table.
+    with sqlite3.connect(dest / "chain.db") as db:
+        db.execute("DELETE FROM weights WHERE netuid = ? AND uid = 0", (cfg.chain.netuid,))
     return dest, overrides(dest)
 
 
@@ -117,6 +126,17 @@ def validator_env(replica: Path) -> dict[str, str]:
     """The live validator's environment (localnet's: the same XLA flags and the run's compiled
     programs, copied with it), with the validator's key."""
     return {**child_env(replica), "GAUNTLET_HOTKEY_SECRET": dev_uri(0)}
+
+
+# The validator's log line for a post (gauntlet_jax/validator/publish.py).
+POSTED = re.compile(r"window (\d+): weights posted \(set_weights\) (\{.*\})$")
+
+
+def live_weight_posts(root: Path) -> dict[int, dict[int, int]]:
+    """window → the u16 weights (by uid) the live validator posted then, from its log."""
+    lines = (root / "logs" / "validator.log").read_text().splitlines()
+    found = (POSTED.search(line) for line in lines)
+    return {int(m[1]): ast.literal_eval(m[2]) for m in found if m}
 
 
 def recorded_windows(root: Path) -> list[int]:

@@ -133,6 +133,7 @@ def test_miner_and_validator_run_entirely_on_gcs(
         "protocol.blocks_per_window=8",
         "protocol.put_window_s=4.0",
         "protocol.checkpoint_every=2",
+        "protocol.start_delay_windows=1",  # the miners are ready before the validator starts
         "validator.windows_per_weights=2",
         "run.tensorboard=false",
     ]

@@ -1,5 +1,6 @@
 """A validator SIGKILLed again and again while it replays the recorded local network
-(`tests/localnet_recording.py`) posts the same weights as one that never stops. The replay is not
+(`tests/localnet_recording.py`) decides and posts the same weights as the live one that never
+stopped (its per-peer records and its logged weight posts). The replay is not
 on wall-clock time (the chain is frozen, every upload is on disk): it runs windows of the
 recording as fast as it can score them, loading the programs the live validator compiled from
 the run's XLA cache.
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from localnet_recording import (
+    live_weight_posts,
     recorded_run,
     recorded_windows,
     replica_of,
@@ -24,11 +26,12 @@ from localnet_recording import (
 
 from gauntlet_jax.chain.local import LocalChain
 from gauntlet_jax.config import load_config
+from gauntlet_jax.node.metrics import read_records
 from gauntlet_jax.validator.state import load_state
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
-# Windows of the recording both validators replay (one weight post at least:
+# Windows of the recording the killed validator replays (one weight post at least:
 # validator.windows_per_weights is 4).
 KILLED_REPLAY_WINDOWS = 6
 # SIGKILLs per run: each costs a restart (imports, state and program loads), and two already
@@ -46,13 +49,7 @@ def test_validator_killed_anywhere_posts_the_same_weights(
 ) -> None:
     root, _ = live_run
     last = recorded_windows(root)[KILLED_REPLAY_WINDOWS - 1]
-    steady, steady_over = replica_of(root, tmp_path / "steady")
     killed, killed_over = replica_of(root, tmp_path / "killed")
-
-    done = subprocess.run(
-        validate_cmd(steady_over, last), env=validator_env(steady), capture_output=True, timeout=600
-    )
-    assert done.returncode == 0, done.stderr.decode()[-3000:]
 
     state_path = killed / "validator-validator" / "validator_state.json"
     rng = np.random.default_rng(0)
@@ -89,13 +86,17 @@ def test_validator_killed_anywhere_posts_the_same_weights(
                 proc.wait()
     assert kills >= 1
 
-    cfg = load_config("tiny", steady_over)
-    steady_state = load_state(steady / "validator-validator" / "validator_state.json", 0)
+    # The live validator is the one that never stopped: at window `last` every peer's weight as
+    # it recorded it, and on chain what it posted last up to then.
     killed_state = load_state(state_path, 0)
-    assert steady_state.last_window == killed_state.last_window == last
-    assert {u: r.weight for u, r in steady_state.peers.items()} == {
-        u: r.weight for u, r in killed_state.peers.items()
+    assert killed_state.last_window == last
+    live = read_records(root / "validator-validator" / "metrics.jsonl")
+    live_weights = {
+        r["uid"]: r["weight"] for r in live if r.get("kind") == "peer" and r["window"] == last
     }
-    with LocalChain(steady / "chain.db") as a, LocalChain(killed / "chain.db") as b:
-        assert a.get_weights(cfg.chain.netuid, 0) == b.get_weights(cfg.chain.netuid, 0)
-        assert a.get_weights(cfg.chain.netuid, 0)  # weights were actually posted
+    assert {u: r.weight for u, r in killed_state.peers.items()} == live_weights
+    posts = live_weight_posts(root)
+    posted = max(w for w in posts if w <= last)
+    cfg = load_config("tiny", killed_over)
+    with LocalChain(killed / "chain.db") as chain:
+        assert chain.get_weights(cfg.chain.netuid, 0) == posts[posted], (posted, posts)
