@@ -46,7 +46,7 @@ def overrides(root: Path) -> list[str]:
         "chain.block_time_s=1.0",
         "protocol.blocks_per_window=10",
         "protocol.put_window_s=5.0",
-        # The validator compiles while the miners wait: one window of start delay is enough.
+        # The miners are ready before the validator starts: one window of start delay is enough.
         "protocol.start_delay_windows=1",
         "validator.windows_per_weights=4",
         "protocol.retention_windows=100",  # keep every upload: the replays re-read them all
